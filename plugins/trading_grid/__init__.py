@@ -1,0 +1,12 @@
+"""Trading Grid integration for Airflow, laid out like an Airflow provider.
+
+- ``trading_grid.hooks.trading_grid``      TradingGridHook (sync, requests) and TradingGridAsyncClient (aiohttp)
+- ``trading_grid.operators.trading_grid``  create item, comment, transition, attach file
+- ``trading_grid.sensors.trading_grid``    TradingGridItemSensor (deferrable by default)
+- ``trading_grid.triggers.trading_grid``   TradingGridItemTrigger (async polling in the triggerer)
+- ``trading_grid.links``                   TradingGridItemLink (operator extra link to the item page)
+- ``trading_grid.refs``                    the one way to derive ``external_ref`` and the Idempotency-Key
+- ``trading_grid.exceptions``              error classes whose messages never carry secrets
+
+Only this docstring lives here: importing the package must stay cheap (DAG files parse it).
+"""

@@ -1,0 +1,1 @@
+"""Triggers of the Trading Grid integration."""
