@@ -1,0 +1,481 @@
+"""The sandbox's domain logic: items, transitions, acknowledgements, comments, attachments, events.
+
+Plain functions over SQLAlchemy Core, shared by the JSON API (api.py) and the partner page (portal.py).
+Every failure is an :class:`ApiError` carrying the HTTP status and error code the contract names.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy import Engine, and_, case, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from .auth import Principal
+from .db import attachments, comments, communities, events, items, read_tx, write_tx
+from .seed import Seed
+
+STATUSES = ("open", "acknowledged", "in_progress", "disputed", "resolved", "closed")
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "open": frozenset({"acknowledged", "in_progress", "disputed", "resolved"}),
+    "acknowledged": frozenset({"in_progress", "disputed", "resolved"}),
+    "in_progress": frozenset({"disputed", "resolved"}),
+    "disputed": frozenset({"in_progress", "resolved"}),
+    "resolved": frozenset({"closed", "open"}),
+    "closed": frozenset(),
+}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a stable machine code, a human message, optional extra fields."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def not_found(what: str = "item") -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def to_us(value: dt.datetime) -> int:
+    return (value - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def format_us(value: int | None) -> str | None:
+    if value is None:
+        return None
+    return (EPOCH + dt.timedelta(microseconds=value)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def encode_cursor(*position: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if (
+            not isinstance(position, list)
+            or len(position) != len(shape)
+            or not all(type(v) is t for v, t in zip(position, shape))
+        ):
+            raise ValueError
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this server handed out") from None
+    return position
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge recursively, null deletes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def item_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "community_id": row.community_id,
+        "partner_id": row.partner_id,
+        "type": row.type,
+        "category": row.category,
+        "status": row.status,
+        "title": row.title,
+        "body": row.body,
+        "severity": row.severity,
+        "due_at": format_us(row.due_at_us),
+        "requires_ack": bool(row.requires_ack),
+        "acknowledged_at": format_us(row.acknowledged_at_us),
+        "acknowledged_by": row.acknowledged_by,
+        "external_ref": row.external_ref,
+        "metadata": json.loads(row.metadata_json),
+        "created_at": format_us(row.created_us),
+        "updated_at": format_us(row.updated_us),
+        "version": row.version,
+    }
+
+
+def comment_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "item_id": row.item_id,
+        "author": row.author,
+        "author_kind": row.author_kind,
+        "body": row.body,
+        "visibility": row.visibility,
+        "created_at": format_us(row.created_us),
+    }
+
+
+def attachment_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "item_id": row.item_id,
+        "filename": row.filename,
+        "content_type": row.content_type,
+        "size": row.size,
+        "sha256": row.sha256,
+        "uploaded_by": row.uploaded_by,
+        "created_at": format_us(row.created_us),
+    }
+
+
+def event_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "item_id": row.item_id,
+        "partner_id": row.partner_id,
+        "kind": row.kind,
+        "actor": row.actor,
+        "at": format_us(row.at_us),
+        "data": json.loads(row.data_json),
+    }
+
+
+_ATTACHMENT_META = [c for c in attachments.c if c.name != "content"]
+
+
+class Store:
+    """All reads and writes of one community. Writes are serialised on the community's clock row."""
+
+    def __init__(self, engine: Engine, seed: Seed):
+        self.engine = engine
+        self.seed = seed
+        self.community_id = seed.community_id
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def ensure_seeded(self) -> None:
+        """Create the tables and the community row; a restart with the same seed changes nothing."""
+        from .db import metadata
+
+        metadata.create_all(self.engine)
+        with write_tx(self.engine) as conn:
+            found = conn.execute(select(communities.c.id).where(communities.c.id == self.community_id)).first()
+            if found is None:
+                conn.execute(insert(communities).values(id=self.community_id, tenant_id=self.seed.tenant_id, clock_us=0))
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def check_community(self, community_id: str) -> None:
+        if community_id != self.community_id:
+            raise not_found("community")
+
+    def _tick(self, conn) -> int:
+        """Next write timestamp: strictly after every earlier one. Takes the community row lock, so
+        writes commit in timestamp order and a (updated_at, id) cursor never passes an uncommitted write."""
+        now = now_us()
+        clock = communities.c.clock_us
+        return conn.execute(
+            update(communities)
+            .where(communities.c.id == self.community_id)
+            .values(clock_us=case((clock + 1 > now, clock + 1), else_=now))
+            .returning(clock)
+        ).scalar_one()
+
+    def _event(self, conn, item_row_or_dict: Any, kind: str, actor: str, at_us: int, data: dict, internal: bool = False) -> None:
+        get = item_row_or_dict.get if isinstance(item_row_or_dict, dict) else item_row_or_dict._mapping.get
+        conn.execute(
+            insert(events).values(
+                community_id=self.community_id,
+                item_id=get("id"),
+                partner_id=get("partner_id"),
+                kind=kind,
+                actor=actor,
+                at_us=at_us,
+                data_json=json.dumps(data, separators=(",", ":")),
+                internal=internal,
+            )
+        )
+
+    def _visible(self, principal: Principal):
+        cond = items.c.community_id == self.community_id
+        if principal.is_partner:
+            cond = and_(cond, items.c.partner_id == principal.partner_id)
+        return cond
+
+    def _load_item(self, conn, principal: Principal, item_id: str):
+        row = conn.execute(select(items).where(self._visible(principal), items.c.id == item_id)).first()
+        if row is None:
+            # Another partner's item is indistinguishable from a missing one (404, never 403).
+            raise not_found()
+        return row
+
+    @staticmethod
+    def _require_enterprise(principal: Principal, action: str) -> None:
+        if principal.is_partner:
+            raise ApiError(403, "forbidden", f"partner clients cannot {action}")
+
+    # -- items --------------------------------------------------------------------------------------
+    def create_item(self, principal: Principal, payload: dict[str, Any], idempotency_key: str) -> tuple[dict, bool]:
+        """Create an item; returns (item, created). See the Idempotency-Key rules in the contract."""
+        self._require_enterprise(principal, "create items")
+        if payload["partner_id"] not in self.seed.partners:
+            raise ApiError(400, "validation_error", f"unknown partner_id {payload['partner_id']!r}")
+        request_hash = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        due_at = payload.get("due_at")
+        for _attempt in range(3):
+            try:
+                with write_tx(self.engine) as conn:
+                    ts = self._tick(conn)
+                    values = dict(
+                        id=new_id("itm"),
+                        community_id=self.community_id,
+                        partner_id=payload["partner_id"],
+                        type=payload["type"],
+                        category=payload["category"],
+                        status="open",
+                        title=payload["title"],
+                        body=payload.get("body") or "",
+                        severity=payload.get("severity") or "info",
+                        due_at_us=to_us(dt.datetime.fromisoformat(due_at)) if due_at else None,
+                        requires_ack=bool(payload.get("requires_ack")),
+                        acknowledged_at_us=None,
+                        acknowledged_by=None,
+                        external_ref=payload.get("external_ref"),
+                        metadata_json=json.dumps(payload.get("metadata") or {}, separators=(",", ":")),
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                        created_us=ts,
+                        updated_us=ts,
+                        version=1,
+                    )
+                    conn.execute(insert(items).values(**values))
+                    self._event(conn, values, "item.created", principal.client_id, ts,
+                                {"status": "open", "external_ref": values["external_ref"]})
+                return item_to_dict(_Row(values)), True
+            except IntegrityError:
+                pass
+            # A unique constraint fired: the key was used before, or the external_ref is taken.
+            with read_tx(self.engine) as conn:
+                by_key = conn.execute(
+                    select(items).where(items.c.community_id == self.community_id, items.c.idempotency_key == idempotency_key)
+                ).first()
+                if by_key is not None:
+                    if by_key.request_hash != request_hash:
+                        raise ApiError(422, "idempotency_key_reused",
+                                       "this Idempotency-Key was already used with a different body",
+                                       item_id=by_key.id)
+                    return item_to_dict(by_key), False
+                if payload.get("external_ref") is not None:
+                    by_ref = conn.execute(
+                        select(items.c.id).where(items.c.community_id == self.community_id,
+                                                 items.c.external_ref == payload["external_ref"])
+                    ).first()
+                    if by_ref is not None:
+                        raise ApiError(409, "external_ref_conflict",
+                                       "external_ref is already used by another item (created with another Idempotency-Key)",
+                                       item_id=by_ref.id)
+        raise ApiError(503, "conflict_retry", "could not create the item; retry")
+
+    def list_items(self, principal: Principal, *, partner_id=None, status=None, category=None, type=None,
+                   external_ref=None, updated_since: dt.datetime | None = None, limit: int = 50,
+                   cursor: str | None = None) -> tuple[list[dict], str | None]:
+        conds = [self._visible(principal)]
+        for column, value in ((items.c.partner_id, partner_id), (items.c.status, status), (items.c.category, category),
+                              (items.c.type, type), (items.c.external_ref, external_ref)):
+            if value is not None:
+                conds.append(column == value)
+        if updated_since is not None:
+            conds.append(items.c.updated_us >= to_us(updated_since))
+        if cursor:
+            after_us, after_id = decode_cursor(cursor, (int, str))
+            conds.append(tuple_(items.c.updated_us, items.c.id) > tuple_(after_us, after_id))
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(
+                select(items).where(*conds).order_by(items.c.updated_us, items.c.id).limit(limit + 1)
+            ).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].updated_us, rows[-1].id) if more else None
+        return [item_to_dict(r) for r in rows], next_cursor
+
+    def get_item(self, principal: Principal, item_id: str) -> dict:
+        with read_tx(self.engine) as conn:
+            return item_to_dict(self._load_item(conn, principal, item_id))
+
+    def patch_item(self, principal: Principal, item_id: str, expected_version: int | None, changes: dict) -> dict:
+        self._require_enterprise(principal, "edit items")
+        with write_tx(self.engine) as conn:
+            ts = self._tick(conn)
+            row = self._load_item(conn, principal, item_id)
+            if expected_version != row.version:
+                raise ApiError(412, "precondition_failed",
+                               f"If-Match does not match the current version {row.version}",
+                               headers={"ETag": f'"{row.version}"'})
+            values: dict[str, Any] = {}
+            for field in ("title", "body", "severity"):
+                if field in changes and changes[field] != getattr(row, field):
+                    values[field] = changes[field]
+            if "due_at" in changes:
+                due = to_us(dt.datetime.fromisoformat(changes["due_at"])) if changes["due_at"] else None
+                if due != row.due_at_us:
+                    values["due_at_us"] = due
+            if "metadata" in changes:
+                merged = json.dumps(merge_patch(json.loads(row.metadata_json), changes["metadata"]), separators=(",", ":"))
+                if merged != row.metadata_json:
+                    values["metadata_json"] = merged
+            if not values:
+                return item_to_dict(row)
+            changed = sorted(k.removesuffix("_us").removesuffix("_json") for k in values)
+            values.update(updated_us=ts, version=row.version + 1)
+            conn.execute(update(items).where(items.c.id == row.id).values(**values))
+            self._event(conn, row, "item.updated", principal.client_id, ts, {"fields": changed})
+            return item_to_dict(_Row({**row._asdict(), **values}))
+
+    def transition(self, principal: Principal, item_id: str, to: str, comment: str | None) -> dict:
+        with write_tx(self.engine) as conn:
+            ts = self._tick(conn)
+            row = self._load_item(conn, principal, item_id)
+            if to not in TRANSITIONS[row.status]:
+                raise ApiError(409, "illegal_transition", f"cannot move an item from {row.status} to {to}")
+            values = dict(status=to, updated_us=ts, version=row.version + 1)
+            conn.execute(update(items).where(items.c.id == row.id).values(**values))
+            data = {"from": row.status, "to": to}
+            if comment:
+                data["comment_id"] = self._insert_comment(conn, principal, row, comment, "partner", ts)
+            self._event(conn, row, "item.transitioned", principal.client_id, ts, data)
+            return item_to_dict(_Row({**row._asdict(), **values}))
+
+    def acknowledge(self, principal: Principal, item_id: str, note: str | None) -> dict:
+        with write_tx(self.engine) as conn:
+            ts = self._tick(conn)
+            row = self._load_item(conn, principal, item_id)
+            if row.status == "closed":
+                raise ApiError(409, "illegal_transition", "a closed item cannot be acknowledged")
+            if row.acknowledged_at_us is not None:
+                return item_to_dict(row)  # acknowledging twice changes nothing
+            values = dict(acknowledged_at_us=ts, acknowledged_by=principal.client_id, updated_us=ts,
+                          version=row.version + 1)
+            if row.status == "open":
+                values["status"] = "acknowledged"
+            conn.execute(update(items).where(items.c.id == row.id).values(**values))
+            data: dict[str, Any] = {"status": values.get("status", row.status)}
+            if note:
+                data["note"] = note
+            self._event(conn, row, "item.acknowledged", principal.client_id, ts, data)
+            return item_to_dict(_Row({**row._asdict(), **values}))
+
+    # -- comments -----------------------------------------------------------------------------------
+    def _insert_comment(self, conn, principal: Principal, row, body: str, visibility: str, ts: int) -> str:
+        comment = dict(id=new_id("cmt"), item_id=row.id, author=principal.client_id, author_kind=principal.kind,
+                       body=body, visibility=visibility, created_us=ts)
+        conn.execute(insert(comments).values(**comment))
+        self._event(conn, row, "comment.added", principal.client_id, ts,
+                    {"comment_id": comment["id"], "visibility": visibility}, internal=visibility == "internal")
+        return comment["id"]
+
+    def add_comment(self, principal: Principal, item_id: str, body: str, visibility: str) -> dict:
+        if principal.is_partner and visibility != "partner":
+            raise ApiError(403, "forbidden", "partner clients can only post partner-visible comments")
+        with write_tx(self.engine) as conn:
+            ts = self._tick(conn)
+            row = self._load_item(conn, principal, item_id)
+            comment_id = self._insert_comment(conn, principal, row, body, visibility, ts)
+            if visibility == "partner":
+                # A partner-visible comment changes the item's thread: bump it so updated_since pollers see it.
+                # Internal comments leave the item alone, so a partner cannot infer them from the version.
+                conn.execute(update(items).where(items.c.id == row.id).values(updated_us=ts, version=row.version + 1))
+            return comment_to_dict(conn.execute(select(comments).where(comments.c.id == comment_id)).one())
+
+    def list_comments(self, principal: Principal, item_id: str) -> list[dict]:
+        with read_tx(self.engine) as conn:
+            self._load_item(conn, principal, item_id)
+            query = select(comments).where(comments.c.item_id == item_id)
+            if principal.is_partner:
+                query = query.where(comments.c.visibility == "partner")
+            return [comment_to_dict(r) for r in conn.execute(query.order_by(comments.c.created_us, comments.c.id))]
+
+    # -- attachments --------------------------------------------------------------------------------
+    def add_attachment(self, principal: Principal, item_id: str, filename: str, content_type: str, content: bytes,
+                       sha256: str | None) -> dict:
+        if len(content) > self.seed.attachment_max_bytes:
+            raise ApiError(413, "payload_too_large", f"attachments are limited to {self.seed.attachment_max_bytes} bytes")
+        digest = hashlib.sha256(content).hexdigest()
+        if sha256 is not None and sha256.lower() != digest:
+            raise ApiError(422, "sha256_mismatch", "the uploaded bytes do not match the given sha256")
+        with write_tx(self.engine) as conn:
+            ts = self._tick(conn)
+            row = self._load_item(conn, principal, item_id)
+            meta = dict(id=new_id("att"), item_id=row.id, filename=filename, content_type=content_type,
+                        size=len(content), sha256=digest, uploaded_by=principal.client_id, created_us=ts)
+            conn.execute(insert(attachments).values(content=content, **meta))
+            conn.execute(update(items).where(items.c.id == row.id).values(updated_us=ts, version=row.version + 1))
+            self._event(conn, row, "attachment.added", principal.client_id, ts,
+                        {"attachment_id": meta["id"], "filename": filename, "size": len(content), "sha256": digest})
+            return attachment_to_dict(_Row(meta))
+
+    def list_attachments(self, principal: Principal, item_id: str) -> list[dict]:
+        with read_tx(self.engine) as conn:
+            self._load_item(conn, principal, item_id)
+            rows = conn.execute(select(*_ATTACHMENT_META).where(attachments.c.item_id == item_id)
+                                .order_by(attachments.c.created_us, attachments.c.id))
+            return [attachment_to_dict(r) for r in rows]
+
+    def attachment_content(self, principal: Principal, item_id: str, attachment_id: str) -> tuple[dict, bytes]:
+        with read_tx(self.engine) as conn:
+            self._load_item(conn, principal, item_id)
+            row = conn.execute(select(attachments).where(attachments.c.item_id == item_id,
+                                                         attachments.c.id == attachment_id)).first()
+            if row is None:
+                raise not_found("attachment")
+            return attachment_to_dict(row), row.content
+
+    # -- events -------------------------------------------------------------------------------------
+    def list_events(self, principal: Principal, *, item_id: str | None = None, limit: int = 100,
+                    cursor: str | None = None) -> tuple[list[dict], str | None]:
+        conds = [events.c.community_id == self.community_id]
+        if principal.is_partner:
+            conds += [events.c.partner_id == principal.partner_id, events.c.internal.is_(False)]
+        if item_id is not None:
+            conds.append(events.c.item_id == item_id)
+        if cursor:
+            (after_id,) = decode_cursor(cursor, (int,))
+            conds.append(events.c.id > after_id)
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(select(events).where(*conds).order_by(events.c.id).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [event_to_dict(r) for r in rows], (encode_cursor(rows[-1].id) if more else None)
+
+    def counts(self) -> dict[str, int]:
+        with read_tx(self.engine) as conn:
+            return {"items": conn.execute(select(func.count()).select_from(items)).scalar_one()}
+
+
+class _Row:
+    """Attribute access over a dict, so freshly written values render like a fetched row."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._d[name]
+        except KeyError:
+            raise AttributeError(name) from None
