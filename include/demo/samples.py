@@ -1,0 +1,138 @@
+"""Sample partner deliveries for the demo, written straight into the embedded SFTP server's root.
+
+For every partner in the registry and every document type it sends, one good file named after the
+type's first file-name pattern; plus a couple of bad invoices (their quarantine and TG case are
+part of the show). Each file gets the companion its partner's readiness rule asks for (``NAME.done``
+or ``NAME.sha256``) and an mtime a few minutes back, so it counts as completely delivered at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX
+
+#: Rows per good sample: enough to look like a real file, small enough to check in a blink.
+SAMPLE_ROWS = 25
+#: Bad files dropped per run: (partner key, bad-input corpus entries to try, first that exists wins).
+BAD_SAMPLES = (
+    ("acme", ("missing_required_column", "missing_column", "wrong_delimiter", "truncated_last_row")),
+    ("globex", ("duplicate_key", "duplicate_invoice_number", "bad_date", "negative_amount", "truncated_last_row")),
+)
+#: How long ago the samples "arrived": older than any partner's readiness min_age_seconds in the demo.
+DELIVERED_SECONDS_AGO = 300
+
+
+@dataclass(frozen=True)
+class Sample:
+    partner: str
+    doc_type: str
+    remote_path: str           # as a client of the SFTP server sees it, e.g. /partners/acme/inbound/INV-….csv
+    expected_reason: str | None  # None: should pass the checks; else the reason code it must fail with
+
+
+def _remote_to_local(sftp_root: Path, remote_path: str) -> Path:
+    return sftp_root / remote_path.lstrip("/")
+
+
+def prepare_exchange(sftp_root: str | os.PathLike, registry=None) -> list[Sample]:
+    """Create every partner's folders under ``sftp_root``; on the first call also drop samples.
+
+    Later calls (the demo restarted on an existing ``var/``) leave the folders as the last run left
+    them, so a restart does not pile up new deliveries. Returns the samples dropped now.
+    """
+    registry = registry or _load_registry()
+    sftp_root = Path(sftp_root)
+    first_time = not (sftp_root / "partners").exists()
+    create_partner_folders(sftp_root, registry)
+    return drop_samples(sftp_root, registry) if first_time else []
+
+
+def create_partner_folders(sftp_root: str | os.PathLike, registry=None) -> None:
+    """Every partner's inbound/outbound/archive/quarantine folder under ``sftp_root`` (idempotent)."""
+    registry = registry or _load_registry()
+    for partner in registry.partners:
+        for remote in partner.folders.all().values():
+            _remote_to_local(Path(sftp_root), remote).mkdir(parents=True, exist_ok=True)
+
+
+def drop_samples(sftp_root: str | os.PathLike, registry=None, *, bad: bool = True, seed: int | None = None) -> list[Sample]:
+    """Write one good file per (partner, document type) and, if ``bad``, the bad invoices.
+
+    ``seed`` defaults to the clock, so every drop has new content: identical content would be a
+    re-delivery, which the ledger rightly announces as a duplicate instead of processing again.
+    """
+    from tests.data.bad_inputs import BAD_INPUT_SUITE, DOC_TYPES, make_bad_inputs, make_valid_file
+
+    registry = registry or _load_registry()
+    sftp_root = Path(sftp_root)
+    seed = int(time.time()) if seed is None else seed
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    samples: list[Sample] = []
+    with tempfile.TemporaryDirectory(prefix="demo-samples-") as scratch:
+        scratch = Path(scratch)
+        for index, partner in enumerate(registry.partners):
+            for doc in partner.document_types:
+                if doc.type not in DOC_TYPES:
+                    continue  # a type the generator cannot produce (catalog feeds belong to catalog_sync)
+                name = file_name_for(doc.patterns[0], stamp)
+                made = make_valid_file(scratch, doc.type, rows=SAMPLE_ROWS, fmt=doc.format, name=name,
+                                       seed=seed + index)
+                samples.append(_deliver(sftp_root, partner, made, name, doc.type, None))
+        if bad:
+            corpus = make_bad_inputs(scratch / "bad")
+            for partner_key, wanted in BAD_SAMPLES:
+                partner = registry.get(partner_key) if _has(registry, partner_key) else None
+                invoice = next((d for d in partner.document_types if d.type == BAD_INPUT_SUITE), None) if partner else None
+                entry = next((w for w in wanted if w in corpus), None)
+                if invoice is None or entry is None:
+                    continue
+                path, reason = corpus[entry]
+                name = file_name_for(invoice.patterns[0], f"{stamp}-bad-{entry.replace('_', '-')}")
+                samples.append(_deliver(sftp_root, partner, path, name, invoice.type, reason))
+    return samples
+
+
+def file_name_for(pattern: str, token: str) -> str:
+    """A name matching the glob ``pattern``: ``INV-*.csv`` + ``20261125T1200`` → ``INV-20261125T1200.csv``."""
+    name = pattern.replace("*", token, 1).replace("*", "").replace("?", "x")
+    if "[" in name:
+        raise ValueError(f"cannot derive a sample name from pattern {pattern!r}")
+    return name
+
+
+def _deliver(sftp_root: Path, partner, source: Path, name: str, doc_type: str, reason: str | None) -> Sample:
+    remote = f"{partner.folders.inbound}/{name}"
+    target = _remote_to_local(sftp_root, remote)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    companions = [target]
+    marker = partner.readiness.marker
+    if marker == "done":
+        done = target.with_name(name + DONE_SUFFIX)
+        done.write_bytes(b"")
+        companions.append(done)
+    elif marker == "manifest":
+        manifest = target.with_name(name + MANIFEST_SUFFIX)
+        manifest.write_text(f"{hashlib.sha256(target.read_bytes()).hexdigest()}  {name}\n")
+        companions.append(manifest)
+    delivered_at = time.time() - DELIVERED_SECONDS_AGO
+    for path in companions:
+        os.utime(path, (delivered_at, delivered_at))
+    return Sample(partner.key, doc_type, remote, reason)
+
+
+def _has(registry, key: str) -> bool:
+    return any(p.key == key for p in registry.partners)
+
+
+def _load_registry():
+    from include.partners import load_registry
+
+    return load_registry()

@@ -1,0 +1,459 @@
+"""The newcomer demo: Airflow + Trading Grid sandbox + embedded SFTP server, one command.
+
+Run through ``bash scripts/demo.sh`` (it prepares .venv and PYTHONPATH). Everything lives under
+``var/`` (delete it to start over). Each service runs in its own process group so that stopping
+the demo stops their children too (LocalExecutor workers, uvicorn, the standalone's components).
+
+``--check`` is the smoke test of the demo: start everything, trigger document_delivery through the
+REST API, wait for the run, show the items the sandbox now holds, stop; exit 0 only if the run
+succeeded and the sandbox has items for the partners.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VAR = REPO / "var"
+LOGS = VAR / "logs"
+AIRFLOW_HOME = VAR / "airflow"
+SFTP_ROOT = VAR / "sftp-root"
+HOST_KEY = VAR / "ssh_host_ed25519"
+CLIENT_PUB = VAR / "demo_client.pub"
+CLIENT_KEY = VAR / "demo_client"
+PASSWORD_FILE = AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
+SANDBOX_SEED = REPO / "include" / "tg_sandbox" / "demo_seed.yaml"
+DAG_ID = "document_delivery"
+
+SFTP_USER = "demo"
+# The demo identities seeded by include/tg_sandbox/demo_seed.yaml (demo secrets only).
+TG_TENANT, TG_COMMUNITY = "demo-tenant", "demo-community"
+TG_ENTERPRISE_CLIENT = ("enterprise-demo", "enterprise-demo-secret")
+TG_PARTNER_LOGIN = ("acme-portal", "acme-portal-secret")
+
+DEFAULT_PORTS = {"airflow": 8080, "sandbox": 8090, "sftp": 2222}
+
+
+def say(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+# -- ports ---------------------------------------------------------------------------------------
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(name: str, preferred: int) -> int:
+    """The documented port if free, else any free one (the machine may run something else there)."""
+    if port_is_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    say(f"port {preferred} ({name}) is busy, using {port} instead")
+    return port
+
+
+# -- processes -----------------------------------------------------------------------------------
+class Services:
+    """Background services, each in its own session (process group), with a log file each."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = open(LOGS / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def assert_running(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {LOGS / (name + '.log')}\n"
+                                   + tail(LOGS / f"{name}.log"))
+
+    def stop_all(self) -> None:
+        """Ask each group to stop (SIGINT lets airflow standalone stop its components), then insist."""
+        for name, proc in reversed(list(self.procs.items())):
+            if proc.poll() is None:
+                say(f"stopping {name}")
+                _signal_group(proc, signal.SIGINT if name == "airflow" else signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left in a group (a worker that ignored the signal, an orphaned child) goes now.
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        time.sleep(1)
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the session leader's pid is the group id
+    except ProcessLookupError:
+        pass
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(what: str, probe, services: Services, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.assert_running()
+        try:
+            if probe():
+                return
+        except Exception:  # noqa: BLE001 - not up yet: connection refused, 503, ...
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{what} not up after {timeout:.0f}s")
+
+
+def http_ok(url: str) -> bool:
+    import requests
+
+    return requests.get(url, timeout=5).status_code == 200
+
+
+# -- environment and connections -----------------------------------------------------------------
+def demo_environment(ports: dict[str, int]) -> dict[str, str]:
+    venv_bin = REPO / ".venv" / "bin"
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{venv_bin}:{env.get('PATH', '')}",
+        "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__API__PORT": str(ports["airflow"]),
+        # Tasks talk to the api-server here: it must move with the port.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{ports['airflow']}/execution/",
+        "EXCHANGE_DB_URL": f"sqlite:///{VAR / 'exchange.db'}",
+    })
+    return env
+
+
+def connection_env(ports: dict[str, int]) -> dict[str, str]:
+    """The Airflow connections, as AIRFLOW_CONN_* JSON (architecture.md: connection ids)."""
+    from include.sftp_server import public_key_line
+
+    sftp = {
+        "conn_type": "sftp",
+        "host": "127.0.0.1",
+        "port": ports["sftp"],
+        "login": SFTP_USER,
+        # The pinned host key keeps host key checking on: "<type> <base64>", as SSHHook parses it.
+        "extra": {"host_key": public_key_line(HOST_KEY), "key_file": str(CLIENT_KEY)},
+    }
+    client_id, client_secret = TG_ENTERPRISE_CLIENT
+    trading_grid = {
+        "conn_type": "http",
+        "host": "127.0.0.1",
+        "port": ports["sandbox"],
+        "schema": "http",
+        "login": client_id,
+        "password": client_secret,
+        "extra": {
+            "tenant_id": TG_TENANT,
+            "community_id": TG_COMMUNITY,
+            "ui_base_url": f"http://127.0.0.1:{ports['sandbox']}/portal",
+        },
+    }
+    return {
+        "AIRFLOW_CONN_SFTP_DEFAULT": json.dumps(sftp),
+        "AIRFLOW_CONN_TRADING_GRID_DEFAULT": json.dumps(trading_grid),
+    }
+
+
+# -- the services --------------------------------------------------------------------------------
+def start_sandbox(services: Services, env: dict[str, str], port: int) -> str:
+    url = f"http://127.0.0.1:{port}"
+    services.start("tg-sandbox", [
+        sys.executable, "-m", "include.tg_sandbox", "--host", "127.0.0.1", "--port", str(port),
+        "--seed", str(SANDBOX_SEED), "--db", f"sqlite:///{VAR / 'tg-sandbox.db'}",
+    ], env)
+    wait_until("TG sandbox", lambda: http_ok(f"{url}/healthz"), services, timeout=60)
+    return url
+
+
+def start_sftp(services: Services, env: dict[str, str], port: int) -> None:
+    from include.sftp_server import ensure_client_key, ensure_host_key
+
+    # Keys first (the server would create them too) so the connection can pin the host key now.
+    ensure_host_key(HOST_KEY)
+    ensure_client_key(CLIENT_PUB)
+    services.start("sftp-server", [
+        sys.executable, "-m", "include.sftp_server", "--host", "127.0.0.1", "--port", str(port),
+        "--root", str(SFTP_ROOT), "--host-key", str(HOST_KEY), "--authorized-keys", str(CLIENT_PUB),
+        "--user", SFTP_USER,
+    ], env)
+    wait_until("SFTP server", lambda: sftp_reachable(port), services, timeout=30)
+
+
+def sftp_reachable(port: int) -> bool:
+    """Log in as the demo connection does, host key pinned, and list the root."""
+    import base64
+
+    import paramiko
+
+    from include.sftp_server import public_key_line
+
+    algorithm, data = public_key_line(HOST_KEY).split()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.get_host_keys().add(f"[127.0.0.1]:{port}", algorithm, paramiko.Ed25519Key(data=base64.b64decode(data)))
+    try:
+        client.connect("127.0.0.1", port=port, username=SFTP_USER, key_filename=str(CLIENT_KEY),
+                       look_for_keys=False, allow_agent=False, timeout=5)
+        client.open_sftp().listdir("/")
+        return True
+    finally:
+        client.close()
+
+
+def start_airflow(services: Services, env: dict[str, str], port: int) -> str:
+    url = f"http://127.0.0.1:{port}"
+    services.start("airflow", ["airflow", "standalone"], env)
+    # First start migrates the metadata database: give it time on 2 shared cores.
+    wait_until("Airflow api-server", lambda: http_ok(f"{url}/api/v2/monitor/health"), services, timeout=300)
+    return url
+
+
+# -- Airflow REST API ----------------------------------------------------------------------------
+class AirflowAPI:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._token: str | None = None
+
+    def token(self) -> str:
+        import requests
+
+        if self._token is None:
+            username, password = admin_credentials()
+            resp = requests.post(f"{self.base_url}/auth/token",
+                                 json={"username": username, "password": password}, timeout=30)
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def call(self, method: str, path: str, **kwargs):
+        import requests
+
+        return requests.request(method, f"{self.base_url}/api/v2{path}", timeout=30,
+                                headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+
+
+def admin_credentials() -> tuple[str, str]:
+    """The admin user and password `airflow standalone` generated (simple auth manager)."""
+    users = json.loads(PASSWORD_FILE.read_text())
+    username = "admin" if "admin" in users else next(iter(users))
+    return username, users[username]
+
+
+def wait_for_dag(api: AirflowAPI, services: Services, timeout: float = 240) -> bool:
+    """Wait until the dag-processor has parsed the DAG; report import errors instead of hanging."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.assert_running()
+        if api.call("GET", f"/dags/{DAG_ID}").status_code == 200:
+            return True
+        errors = api.call("GET", "/importErrors").json().get("import_errors", [])
+        if errors:
+            for error in errors:
+                say(f"import error in {error.get('filename')}:\n{error.get('stack_trace', '')[-2000:]}")
+            return False
+        time.sleep(2)
+    return False
+
+
+def unpause(api: AirflowAPI) -> None:
+    # Needed when var/airflow was created by an earlier start that had the DAG paused.
+    api.call("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+
+
+# -- Trading Grid sandbox ------------------------------------------------------------------------
+def sandbox_items(sandbox_url: str) -> list[dict]:
+    """Every item of the demo community, read as the enterprise client."""
+    import requests
+
+    client_id, client_secret = TG_ENTERPRISE_CLIENT
+    token = requests.post(
+        f"{sandbox_url}/tenants/{TG_TENANT}/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
+        timeout=30,
+    )
+    token.raise_for_status()
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    items, cursor = [], None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = requests.get(f"{sandbox_url}/v1/communities/{TG_COMMUNITY}/items", params=params,
+                            headers=headers, timeout=30)
+        page.raise_for_status()
+        body = page.json()
+        items.extend(body["items"])
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return items
+
+
+# -- main ----------------------------------------------------------------------------------------
+def print_banner(airflow_url: str, sandbox_url: str, sftp_port: int) -> None:
+    username, _ = admin_credentials()
+    partner, secret = TG_PARTNER_LOGIN
+    print(f"""
+================================================================================
+ The demo is running (Ctrl-C stops everything).
+
+ Airflow UI        {airflow_url}/
+                   user {username!r}, password in {PASSWORD_FILE.relative_to(REPO)}
+                   DAG: {airflow_url}/dags/{DAG_ID}
+ Trading Grid      {sandbox_url}/portal/
+   sandbox page    log in as a partner: {partner} / {secret}
+ SFTP server       sftp://{SFTP_USER}@127.0.0.1:{sftp_port}/   (key {CLIENT_KEY.relative_to(REPO)})
+                   files: {SFTP_ROOT.relative_to(REPO)}/partners/<partner>/inbound|archive|quarantine
+ Logs              {LOGS.relative_to(REPO)}/
+
+ Drop more sample files:  .venv/bin/python -m include.demo samples
+ Start over:              stop, then rm -rf var/
+================================================================================
+""", flush=True)
+
+
+def run(check: bool) -> int:
+    from include.demo import prepare_exchange
+
+    ports = {name: choose_port(name, port) for name, port in DEFAULT_PORTS.items()}
+    services = Services()
+    # Ctrl-C arrives as KeyboardInterrupt; a plain `kill` of this script should clean up the same way.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    env = demo_environment(ports)
+    try:
+        VAR.mkdir(exist_ok=True)
+        say("starting the Trading Grid sandbox")
+        sandbox_url = start_sandbox(services, env, ports["sandbox"])
+        say("starting the embedded SFTP server")
+        start_sftp(services, env, ports["sftp"])
+        env.update(connection_env(ports))
+        dropped = prepare_exchange(SFTP_ROOT)
+        say(f"sample files waiting in the inbound folders: {len(dropped)}")
+        say("starting Airflow (standalone; the first start migrates its database, ~1 minute)")
+        airflow_url = start_airflow(services, env, ports["airflow"])
+        api = AirflowAPI(airflow_url)
+        dag_ready = wait_for_dag(api, services)
+        if dag_ready:
+            unpause(api)
+        else:
+            say(f"DAG {DAG_ID} is not (yet) available in Airflow")
+        print_banner(airflow_url, sandbox_url, ports["sftp"])
+        if check:
+            return smoke_check(api, services, sandbox_url, ports["sftp"], dag_ready)
+        while True:
+            services.assert_running()
+            time.sleep(2)
+    except KeyboardInterrupt:
+        print()
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        say(f"failed: {exc}")
+        return 1
+    finally:
+        services.stop_all()
+        say("stopped")
+
+
+def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool) -> int:
+    """Trigger one run through the REST API, wait for it, and show what reached the sandbox."""
+    checks = {
+        "Airflow UI answers": http_ok(f"{api.base_url}/"),
+        "sandbox partner page answers": http_ok(f"{sandbox_url}/portal/"),
+        "SFTP server reachable (host key pinned)": sftp_reachable(sftp_port),
+        f"DAG {DAG_ID} parsed": dag_ready,
+    }
+    if dag_ready:
+        resp = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+        resp.raise_for_status()
+        run_id = resp.json()["dag_run_id"]
+        say(f"triggered {DAG_ID} run {run_id}")
+        state = wait_for_run(api, services, run_id)
+        checks[f"run {run_id} succeeded"] = state == "success"
+        items = sandbox_items(sandbox_url)
+        by = Counter((item["partner_id"], item["category"], item["type"]) for item in items)
+        say(f"sandbox now holds {len(items)} items:")
+        for (partner, category, kind), count in sorted(by.items()):
+            print(f"    {partner:<10} {category:<20} {kind:<12} {count}")
+        checks["sandbox has items"] = len(items) > 0
+    width = max(len(name) for name in checks)
+    print()
+    for name, ok in checks.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name:<{width}}")
+    passed = all(checks.values())
+    say("smoke check " + ("PASSED" if passed else "FAILED"))
+    return 0 if passed else 1
+
+
+def wait_for_run(api: AirflowAPI, services: Services, run_id: str, timeout: float = 900) -> str:
+    """Poll the run until it ends; print each task's state as it changes."""
+    seen: dict[tuple[str, int], str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.assert_running()
+        tis = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        for ti in tis.json().get("task_instances", []):
+            key = (ti["task_id"], ti.get("map_index", -1))
+            if ti.get("state") and seen.get(key) != ti["state"]:
+                seen[key] = ti["state"]
+                suffix = f"[{key[1]}]" if key[1] not in (-1, None) else ""
+                say(f"  {ti['task_id']}{suffix}: {ti['state']}")
+        state = api.call("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}").json().get("state")
+        if state in ("success", "failed"):
+            say(f"run {run_id}: {state}")
+            return state
+        time.sleep(2)
+    say(f"run {run_id} did not finish within {timeout:.0f}s")
+    return "timeout"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true",
+                        help="start, run document_delivery once, verify the sandbox got items, stop")
+    args = parser.parse_args(argv)
+    return run(check=args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
