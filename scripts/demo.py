@@ -186,11 +186,8 @@ def connection_env(ports: dict[str, int]) -> dict[str, str]:
         "schema": "http",
         "login": client_id,
         "password": client_secret,
-        "extra": {
-            "tenant_id": TG_TENANT,
-            "community_id": TG_COMMUNITY,
-            "ui_base_url": f"http://127.0.0.1:{ports['sandbox']}/portal",
-        },
+        # No ui_base_url: item links then point at the sandbox's own /portal/items/{id} page.
+        "extra": {"tenant_id": TG_TENANT, "community_id": TG_COMMUNITY},
     }
     return {
         "AIRFLOW_CONN_SFTP_DEFAULT": json.dumps(sftp),
