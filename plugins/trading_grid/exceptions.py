@@ -53,6 +53,10 @@ class TradingGridAuthError(TradingGridError):
     """The token endpoint refused the client credentials, or a fresh token was refused again (401)."""
 
 
+class TradingGridPermissionDenied(TradingGridError):
+    """403: this kind of client may not do this (a partner client creating or editing items)."""
+
+
 class TradingGridNotFound(TradingGridError):
     """404: the item does not exist or belongs to another partner (the API never says which)."""
 

@@ -45,6 +45,7 @@ from trading_grid.exceptions import (
     TradingGridConflict,
     TradingGridError,
     TradingGridNotFound,
+    TradingGridPermissionDenied,
     TradingGridPreconditionFailed,
     TradingGridRetryExhausted,
     TradingGridValidationError,
@@ -238,6 +239,7 @@ def _error_fields(payload: Any) -> tuple[str | None, str | None, str | None]:
 _ERROR_CLASSES: dict[int, type[TradingGridError]] = {
     400: TradingGridValidationError,
     401: TradingGridAuthError,
+    403: TradingGridPermissionDenied,
     404: TradingGridNotFound,
     409: TradingGridConflict,
     412: TradingGridPreconditionFailed,
@@ -705,8 +707,9 @@ class TradingGridHook(BaseHook):
         except TradingGridValidationError as exc:
             # 422 "same key, different body" cannot come from our derived key, but a caller-given
             # key can hit it: the item exists, so converge on it.
-            if exc.status == 422 and exc.code and "idempot" in exc.code.lower():
-                item = self.find_by_external_ref(ref)
+            if exc.status == 422 and exc.code == "idempotency_key_reused":
+                item_id = find_item_id(exc.details)
+                item = self.get_item(item_id) if item_id else self.find_by_external_ref(ref)
                 if item is not None:
                     return item, False
             raise
@@ -949,9 +952,13 @@ class TradingGridHook(BaseHook):
         return resp.content
 
     # ---------------------------------------------------------------- events
-    def get_events_page(self, cursor: str | None = None, *, limit: int | None = None) -> tuple[list[dict], str | None]:
-        """One page of the audit trail and the cursor of the next (None at the end)."""
+    def get_events_page(
+        self, cursor: str | None = None, *, limit: int | None = None, item_id: str | None = None
+    ) -> tuple[list[dict], str | None]:
+        """One page of the audit trail (optionally of one item) and the cursor of the next (None at the end)."""
         params: dict[str, Any] = {}
+        if item_id:
+            params["item_id"] = item_id
         if cursor:
             params["cursor"] = cursor
         if limit:
@@ -959,10 +966,12 @@ class TradingGridHook(BaseHook):
         page = self._json("GET", f"{self.settings.community_path}/events", params=params)
         return _list_from(page, "events", "items"), (page.get("next_cursor") if isinstance(page, dict) else None)
 
-    def iter_events(self, cursor: str | None = None, *, limit: int | None = None) -> Iterator[dict]:
+    def iter_events(
+        self, cursor: str | None = None, *, limit: int | None = None, item_id: str | None = None
+    ) -> Iterator[dict]:
         """Yield audit events from ``cursor`` (the beginning if None) to the end, in order."""
         while True:
-            events, cursor = self.get_events_page(cursor, limit=limit)
+            events, cursor = self.get_events_page(cursor, limit=limit, item_id=item_id)
             yield from events
             if not cursor:
                 return
