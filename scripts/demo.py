@@ -350,13 +350,18 @@ def print_banner(airflow_url: str, sandbox_url: str, sftp_port: int) -> None:
 """, flush=True)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(check: bool) -> int:
     from include.demo import prepare_exchange
 
     ports = {name: choose_port(name, port) for name, port in DEFAULT_PORTS.items()}
     services = Services()
-    # Ctrl-C arrives as KeyboardInterrupt; a plain `kill` of this script should clean up the same way.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C arrives as KeyboardInterrupt; a plain `kill` (SIGTERM) of this script cleans up the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     env = demo_environment(ports)
     try:
         VAR.mkdir(exist_ok=True)
