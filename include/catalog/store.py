@@ -455,3 +455,11 @@ def history(engine, partner_key: str, kind: str | None = None) -> list[dict[str,
 
 def _row_dict(row) -> dict[str, Any]:
     return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in dict(row).items()}
+
+
+def superseded_by(engine, version_id: int) -> list[dict[str, Any]]:
+    """Versions that ``version_id`` superseded (their items are told so, on every rerun, idempotently)."""
+    with engine.connect() as conn:
+        return [_row_dict(r) for r in conn.execute(
+            select(t.catalog_versions).where(t.catalog_versions.c.superseded_by == version_id).order_by(t.catalog_versions.c.id)
+        ).mappings()]

@@ -1,0 +1,214 @@
+"""The catalog_sync DAG's task functions, as plain Python (the DAG file only wires them).
+
+Per partner and data interval:
+
+1. :func:`receive` — take the interval's catalog files from the partner's inbox (intake core),
+   check each (suite + pandas-side checks), quarantine a bad one with a validation_failure case,
+   register a good one as a *version* and stage its rows.
+2. :func:`post_diff` — apply "newest sent wins" (supersede), diff against the last accepted
+   version and post it as a catalog_sync case that needs the retailer's acknowledgement, with the
+   full diff as a CSV attachment. An older open version's item is told it was superseded.
+3. the DAG waits for the answer with :class:`include.catalog.ack_sensor.CatalogAckSensor`
+   (deferrable; at the deadline it escalates, reminds and alerts).
+4. :func:`decide_and_load` — record the answer; load an acknowledged version downstream in one
+   transaction, stop on a dispute.
+
+Every step converges on a rerun: versions are keyed by content, TG items by ``external_ref``,
+attachments by sha256, comments by text, and the load by a guarded status flip.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from include.catalog import store
+from include.catalog import tables as t
+from include.catalog.kinds import KINDS
+
+log = logging.getLogger(__name__)
+
+USE_CASE = "catalog_sync"
+DIFF_REASON = "diff"
+KIND_LABELS = {"catalog": "Catalog", "price_list": "Price list", "promotions": "Promotions"}
+
+# Statuses of the diff item that end the wait. "in_progress" does not: the retailer is still
+# looking. "disputed" does: the load must stop, and the run should say so now, not at the deadline.
+DECISION_STATUSES = ("acknowledged", "resolved", "closed", "disputed")
+
+
+class LoadBlocked(Exception):
+    """The version was not loaded on purpose (disputed, superseded, rejected); the message says why."""
+
+
+def version_subject(kind: str, sha256: str) -> str:
+    """The item's business key: the version's kind and content (short enough to stay readable)."""
+    return f"{kind}-{sha256[:16]}"
+
+
+def diff_item_ref(tg_partner_id: str, kind: str, sha256: str) -> str:
+    from trading_grid.refs import external_ref
+
+    return external_ref(USE_CASE, tg_partner_id, version_subject(kind, sha256), DIFF_REASON)
+
+
+def _due_at(version: dict[str, Any], deadline_hours: int) -> str:
+    # From the receipt, not from "now": a rerun must send the same body (same Idempotency-Key).
+    return (store.as_utc(version["received_at"]) + timedelta(hours=deadline_hours)).isoformat(timespec="seconds")
+
+
+def diff_item_payload(partner, version: dict[str, Any], diff, *, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The TG item that carries a version's diff and asks for the retailer's acknowledgement."""
+    settings = partner.catalog
+    label = KIND_LABELS[version["kind"]]
+    attention = diff.needs_attention
+    body = "\n".join(
+        [
+            f"{label} **{version['file_name']}** from {partner.name} was received and passed its checks.",
+            f"Please review the changes against the last accepted version and **acknowledge** this item "
+            f"(or resolve it) to have it loaded, or **dispute** it to stop the load; a corrected file "
+            f"then replaces this version. Answer by {_due_at(version, settings.ack_deadline_hours)}.",
+            "",
+            diff.summary_markdown(),
+        ]
+    )
+    return {
+        "partner_id": partner.tg_partner_id,
+        "type": "case",
+        "category": USE_CASE,
+        "title": f"{label} {version['file_name']}: {'changes to review' if not diff.is_empty else 'no changes'}"
+        + (" (price changes above threshold)" if diff.price_changes_above_threshold else ""),
+        "body": body,
+        "severity": "medium" if attention else "low",
+        "due_at": _due_at(version, settings.ack_deadline_hours),
+        "requires_ack": True,
+        "external_ref": diff_item_ref(partner.tg_partner_id, version["kind"], version["sha256"]),
+        "metadata": {
+            "catalog_version_id": version["id"],
+            "kind": version["kind"],
+            "file_name": version["file_name"],
+            "sha256": version["sha256"],
+            "size": version["size"],
+            "rows": version["row_count"],
+            "diff": diff.counts(),
+            "price_change_threshold_pct": settings.price_change_threshold_pct,
+            "dag_id": dag_id,
+            "run_id": run_id,
+        },
+    }
+
+
+def notify_superseded(hook, engine, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Tell an older version's item that a newer file replaced it, then resolve it (idempotent).
+
+    A disputed version replaced by a corrected file is how a dispute gets resolved.
+    """
+    if not old.get("tg_item_id"):
+        return
+    item_id = old["tg_item_id"]
+    was_disputed = old.get("decided_status") == "disputed" or old.get("status") == t.DISPUTED
+    reason = "Corrected file received" if was_disputed else "Superseded"
+    text = (
+        f"{reason}: {new['file_name']} (sha256 {new['sha256'][:12]}…, catalog version #{new['id']}) replaces "
+        f"{old['file_name']} (version #{old['id']}). This version will not be loaded; the new one has its own item."
+    )
+    hook.add_comment(item_id, text, visibility="partner")
+    item = hook.get_item(item_id)
+    title = item.get("title") or ""
+    if not title.startswith("[Superseded]"):
+        hook.update_item(
+            item_id,
+            {"title": f"[Superseded] {title}"[:200], "metadata": {"superseded_by_version": new["id"], "superseded_by_file": new["file_name"]}},
+            version=item.get("version"),
+        )
+    if item.get("status") not in ("resolved", "closed"):
+        hook.transition(item_id, "resolved", comment=None)
+    store.record_event(engine, old["id"], "item_superseded_note", f"TG item {item_id} told of version {new['id']}")
+
+
+def post_diff(engine, hook, partner, version_id: int, *, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """Supersede, diff and post one validated version; ``{"version_id", "item_id", "deadline_hours"}``
+    when the DAG must wait for an answer, else None (stale version, or already decided and loaded)."""
+    from include.catalog.diff import compute_diff
+
+    version = store.get_version(engine, version_id)
+    result = store.supersede(engine, version_id)
+    for old in store.superseded_by(engine, version_id):
+        notify_superseded(hook, engine, old, version)
+    if result.superseded_by is not None:
+        newer = result.superseded_by
+        log.info("Version %s (%s) is older than version %s (%s): superseded, not posted",
+                 version_id, version["file_name"], newer["id"], newer["file_name"])
+        return None
+    version = store.get_version(engine, version_id)
+    if version["status"] not in (t.VALIDATED, t.PENDING_ACK, t.ACKNOWLEDGED, t.DISPUTED):
+        log.info("Version %s is %s: nothing to post", version_id, version["status"])
+        return None
+    deadline_hours = partner.catalog.ack_deadline_hours
+    if version["tg_item_id"]:
+        log.info("Version %s already posted as TG item %s", version_id, version["tg_item_id"])
+        return {"version_id": version_id, "item_id": version["tg_item_id"], "deadline_hours": deadline_hours}
+
+    kind = KINDS[version["kind"]]
+    diff = compute_diff(
+        store.version_frame(engine, version_id),
+        store.accepted_frame(engine, partner.key, kind.name),
+        kind,
+        partner.catalog.price_change_threshold_pct,
+    )
+    item, created = hook.create_item(diff_item_payload(partner, version, diff, dag_id=dag_id, run_id=run_id))
+    with tempfile.TemporaryDirectory(prefix="catalog-diff-") as tmp:
+        path = Path(tmp) / f"{partner.key}_{kind.name}_v{version_id}_diff.csv"
+        path.write_bytes(diff.to_csv())
+        hook.attach_file(item["id"], str(path), content_type="text/csv")
+    store.record_posted(engine, version_id, item_id=item["id"], external_ref=item["external_ref"],
+                        diff_counts=diff.counts(), created=created)
+    log.info("Version %s posted as TG item %s (created=%s): %s", version_id, item["id"], created, diff.counts())
+    return {"version_id": version_id, "item_id": item["id"], "deadline_hours": deadline_hours}
+
+
+def _decision_actor(hook, item: dict[str, Any]) -> tuple[str | None, datetime | None]:
+    """Who moved the item to its current status, and when, from TG's audit events."""
+    status = item.get("status")
+    actor, at = item.get("acknowledged_by"), item.get("acknowledged_at")
+    try:
+        for event in hook.iter_events(item_id=item["id"]):
+            data = event.get("data") or {}
+            if event.get("kind") == "item.transitioned" and data.get("to") == status:
+                actor, at = event.get("actor"), event.get("at")
+            elif event.get("kind") == "item.acknowledged" and status == "acknowledged":
+                actor, at = event.get("actor"), event.get("at")
+    except Exception as exc:  # noqa: BLE001 — the audit detail must not block the load
+        log.warning("Could not read TG events of item %s: %s", item["id"], exc)
+    return actor, _parse_ts(at)
+
+
+def _parse_ts(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def decide_and_load(engine, hook, version_id: int) -> dict[str, Any]:
+    """Record the retailer's answer from TG and load an acknowledged version (once).
+
+    Raises :class:`LoadBlocked` when the version must not be loaded (disputed, superseded, no
+    answer): the DAG turns it into a skipped task, so a dispute is visible but not a failure.
+    """
+    version = store.get_version(engine, version_id)
+    if version["status"] == t.LOADED:
+        return {"version_id": version_id, "loaded": False, "reason": "already_loaded"}
+    if version["tg_item_id"] and version["status"] in (t.PENDING_ACK, t.ACKNOWLEDGED, t.DISPUTED):
+        item = hook.get_item(version["tg_item_id"])
+        status = item.get("status")
+        if status in store.DECISIONS:
+            actor, at = _decision_actor(hook, item)
+            store.record_decision(engine, version_id, tg_status=status, actor=actor, at=at)
+    result = store.load_version(engine, version_id)
+    if result.loaded:
+        return {"version_id": version_id, "loaded": True, "rows": result.rows}
+    if result.reason == "already_loaded":
+        return {"version_id": version_id, "loaded": False, "reason": result.reason}
+    raise LoadBlocked(f"catalog version {version_id} ({version['file_name']}) not loaded: {result.reason}")
