@@ -77,6 +77,27 @@ def kind_of(file_name: str) -> FileKind:
     )
 
 
+# Other names for our columns, as registries and partners write them ("unit", "valid_from", ...):
+# a column map may target either; everything downstream sees the canonical name.
+COLUMN_ALIASES = {
+    "unit": "unit_of_measure",
+    "uom": "unit_of_measure",
+    "pack": "pack_size",
+    "ean": "gtin",
+    "valid_from": "effective_date",
+    "effective_from": "effective_date",
+    "start": "start_date",
+    "starts_on": "start_date",
+    "end": "end_date",
+    "ends_on": "end_date",
+}
+
+
+def canonical_column(name: str) -> str:
+    """Our name for a (mapped) column: an alias becomes the canonical name, others stay as they are."""
+    return COLUMN_ALIASES.get(name.strip().lower(), name)
+
+
 def _normalise(name: object) -> str:
     return re.sub(r"\s+", " ", str(name)).strip()
 
@@ -92,9 +113,15 @@ def column_renames(columns, kind: FileKind, column_map: Mapping[str, Mapping[str
     for col in columns:
         key = _normalise(col).lower()
         if key in mapping:
-            renames[col] = mapping[key]
-        elif key != col:
-            renames[col] = key if key in kind.required or key in kind.compared else _normalise(col)
+            target = canonical_column(mapping[key])
+        elif key in kind.required or key in kind.compared:
+            target = key
+        elif canonical_column(key) in kind.required:
+            target = canonical_column(key)
+        else:
+            target = _normalise(col)
+        if target != col:
+            renames[col] = target
     return renames
 
 

@@ -51,3 +51,13 @@ def test_column_map_renames_partner_columns_case_insensitively():
     assert list(mapped.columns) == ["sku", "price", "currency", "effective_date", "Note"]
     assert missing_columns(mapped.columns, PRICE_LIST) == []
     assert missing_columns(["sku", "price"], PRICE_LIST) == ["currency", "effective_date"]
+
+
+def test_registry_targets_may_use_aliases_of_our_column_names():
+    # include/config/partners.yaml maps to "unit", "valid_from", "starts_on"/"ends_on".
+    frame = pd.DataFrame({"SKU": ["A"], "Net Price": ["1"], "Currency": ["EUR"], "Valid From": ["2026-11-25"]})
+    column_map = {"price_list": {"SKU": "sku", "Net Price": "price", "Currency": "currency", "Valid From": "valid_from"}}
+    assert list(map_columns(frame, PRICE_LIST, column_map).columns) == ["sku", "price", "currency", "effective_date"]
+    promo = pd.DataFrame({"sku": ["A"], "promo_price": ["1"], "Start": ["2026-11-25"], "end": ["2026-11-30"]})
+    assert list(map_columns(promo, PROMOTIONS, {"promotions": {"Start": "starts_on"}}).columns) == [
+        "sku", "promo_price", "start_date", "end_date"]
