@@ -1,0 +1,98 @@
+"""
+### Document delivery: partner files in, checked, announced on Trading Grid
+
+Every 15 minutes, for every enabled partner of the registry (one mapped task group per partner,
+never one task per file):
+
+1. **wait_for_files**: a deferrable SFTP sensor waits in the triggerer for something in the
+   partner's inbound folder. Nothing within the wait → the partner's tasks are *skipped*, not failed.
+2. **check_readiness**: list the folder in one round trip per poll and claim the files that are
+   completely written (stable across polls, old enough, ``.done``/manifest companions when the
+   partner uses them). Temporary names (``*.part``, ``~$x``, dot-files) are left alone.
+3. **fetch_and_validate**: one SFTP session per partner streams every ready file to staging (sha256
+   while reading) and checks it against its document type's suite. A re-delivered identical file
+   is recognised by the ledger and announced only once.
+4. **publish_results**: good files are archived and announced with a TG *notification*
+   (``requires_ack``; metadata: document type, file name, sha256, size, rows, dag_id, run_id);
+   bad files are quarantined (never deleted) and get a *validation_failure case* with the error
+   summary and the check report attached. A corrected file for the same document resolves the
+   open case with a comment linking the new notification. A file that cannot be fetched after
+   retries gets a *transfer_failure case*; so does a partner whose session fails for good.
+5. **sync_partner_feedback**: TG item statuses (acknowledged, disputed, resolved) come back into
+   the ledger, so open partner disputes can be listed and followed to closure.
+
+Reruns and cleared tasks post nothing twice: every TG item has an ``external_ref`` derived from
+partner, document and content, and the intake ledger remembers each file version.
+
+Failures: tasks retry, then ``include.alerts.task_failure_alert`` logs and e-mails (no secrets).
+Logic lives in ``include/document_delivery.py``; see docs/document-delivery.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task, task_group
+
+from include import document_delivery as delivery
+from include.alerts import task_failure_alert
+
+
+@dag(
+    dag_id="document_delivery",
+    schedule=CronTriggerTimetable("*/15 * * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "partner-exchange",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=30),
+        "on_failure_callback": task_failure_alert,
+    },
+    tags=["partner-exchange", "sftp", "trading-grid", "document_delivery"],
+    doc_md=__doc__,
+)
+def document_delivery():
+    @task
+    def enabled_partners() -> list[dict]:
+        """Registry → one entry per enabled partner: the mapping of everything below."""
+        return delivery.enabled_partner_targets()
+
+    @task_group
+    def deliver(partner_key: str, inbound: str, sftp_conn_id: str):
+        wait_for_files = delivery.PartnerInboundSensor(
+            task_id="wait_for_files",
+            path=inbound,
+            sftp_conn_id=sftp_conn_id,
+            timeout=delivery.sensor_wait_seconds(),
+            poke_interval=30,
+            soft_fail=True,  # nothing delivered is a quiet partner, not a failure
+        )
+
+        @task
+        def check_readiness(partner_key: str) -> list[int]:
+            return delivery.check_readiness(partner_key, delivery.run_context())
+
+        @task(on_failure_callback=[task_failure_alert, delivery.transfer_failure_callback])
+        def fetch_and_validate(partner_key: str, entry_ids: list[int]) -> list[dict]:
+            return delivery.fetch_and_validate(partner_key, entry_ids, delivery.run_context())
+
+        @task
+        def publish_results(partner_key: str, outcomes: list[dict]) -> dict:
+            return delivery.publish_results(partner_key, outcomes, delivery.run_context())
+
+        ready = check_readiness(partner_key=partner_key)
+        wait_for_files >> ready
+        publish_results(partner_key=partner_key, outcomes=fetch_and_validate(partner_key=partner_key, entry_ids=ready))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def sync_partner_feedback() -> dict:
+        return delivery.sync_partner_feedback(delivery.run_context())
+
+    deliver.expand_kwargs(enabled_partners()) >> sync_partner_feedback()
+
+
+document_delivery()

@@ -1,0 +1,231 @@
+"""Task failure alerts: log the failure and e-mail the people who must act on it.
+
+Used as ``default_args["on_failure_callback"]`` of the project's DAGs. It sits on tasks, not on the
+DAG, because the DAG-level failure callback does not fire in some Airflow 3 setups
+(apache/airflow#63374). Airflow calls it once a task has failed for good (after its retries).
+
+Recipients, in order: ``ALERT_EMAIL_TO`` (env), the Airflow Variable ``alert_email_to``, and the
+internal contacts of the partner the task worked for (``alert_contacts`` of the registry entry, if any).
+Mail goes through the Airflow connection ``smtp_default`` (host, port, login/password, extra
+``{"from_email", "starttls", "ssl"}``) or, without one, ``SMTP_HOST``/``SMTP_PORT`` from the env.
+
+Nothing secret reaches the log or the mail: the exception text is scrubbed of credentials in URLs and
+of ``password=``/``secret=``/``token=`` style values before it is used, and connection objects are
+never rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SMTP_CONN_ID = "smtp_default"
+RECIPIENTS_VARIABLE = "alert_email_to"
+DEFAULT_FROM = "airflow-alerts@localhost"
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|secret|token|api[_-]?key|private[_-]?key|authorization)[\w-]*)"
+    r"(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>(?:Bearer\s+)?[^\s'\",;&}]+)"
+)
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
+
+
+def scrub_secrets(text: str) -> str:
+    """Return ``text`` with credentials in URLs, ``key=secret`` pairs and PEM blocks replaced by ***."""
+    text = _PEM_BLOCK.sub("***", text)
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _KEY_VALUE_SECRET.sub(lambda m: f"{m.group('key')}{m.group('sep')}{m.group('quote')}***", text)
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    """What failed, in words safe to log and to mail."""
+
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int | None
+    partner_key: str | None
+    error: str
+    log_url: str | None
+
+    @property
+    def subject(self) -> str:
+        where = self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+        partner = f" partner {self.partner_key}" if self.partner_key else ""
+        return f"[Airflow] {self.dag_id}.{where} failed{partner}"
+
+    def body(self) -> str:
+        lines = [
+            f"DAG:       {self.dag_id}",
+            f"Task:      {self.task_id} (map index {self.map_index}, try {self.try_number})",
+            f"Run:       {self.run_id}",
+        ]
+        if self.partner_key:
+            lines.append(f"Partner:   {self.partner_key}")
+        if self.log_url:
+            lines.append(f"Log:       {self.log_url}")
+        lines += ["", "Error:", self.error]
+        return "\n".join(lines) + "\n"
+
+
+def summarize_failure(context: dict[str, Any]) -> FailureSummary:
+    """Pick the facts of a failure out of an Airflow task context, scrubbed of secrets."""
+    ti = context.get("task_instance") or context.get("ti")
+    exception = context.get("exception")
+    error = f"{type(exception).__name__}: {exception}" if exception is not None else "unknown error"
+    dag_run = context.get("dag_run")
+    run_id = context.get("run_id") or getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "?")
+    return FailureSummary(
+        dag_id=getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?"),
+        task_id=getattr(ti, "task_id", None) or getattr(context.get("task"), "task_id", "?"),
+        run_id=str(run_id),
+        map_index=int(getattr(ti, "map_index", -1) if getattr(ti, "map_index", None) is not None else -1),
+        try_number=getattr(ti, "try_number", None),
+        partner_key=_partner_key(context),
+        error=scrub_secrets(error)[:4000],
+        log_url=getattr(ti, "log_url", None),
+    )
+
+
+def _partner_key(context: dict[str, Any]) -> str | None:
+    """The partner a mapped task worked for, if its arguments say so."""
+    task = context.get("task")
+    for source in (getattr(task, "op_kwargs", None), context.get("params")):
+        if not isinstance(source, dict):
+            continue
+        partner = source.get("partner") or source.get("partner_key")
+        if isinstance(partner, dict):
+            partner = partner.get("key")
+        if isinstance(partner, str):
+            return partner
+    return None
+
+
+def alert_recipients(partner_key: str | None = None) -> list[str]:
+    """Who gets failure mail: ``ALERT_EMAIL_TO``, else Variable ``alert_email_to``, plus partner contacts."""
+    raw = os.environ.get("ALERT_EMAIL_TO") or _variable(RECIPIENTS_VARIABLE) or ""
+    recipients = [r.strip() for r in raw.split(",") if r.strip()]
+    for contact in _partner_alert_contacts(partner_key):
+        if contact not in recipients:
+            recipients.append(contact)
+    return recipients
+
+
+def _variable(key: str) -> str | None:
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+    except Exception:  # no Airflow context or no metadata access: the env is the fallback
+        return None
+
+
+def _partner_alert_contacts(partner_key: str | None) -> list[str]:
+    if not partner_key:
+        return []
+    try:
+        from include.partners import load_registry
+
+        registry = load_registry()
+        partner = registry.get(partner_key) if hasattr(registry, "get") else registry[partner_key]
+    except Exception:
+        return []
+    contacts = getattr(partner, "alert_contacts", None) or []
+    return [c for c in contacts if isinstance(c, str) and "@" in c]
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    login: str | None = None
+    password: str | None = None
+    from_email: str = DEFAULT_FROM
+    starttls: bool = False
+    ssl: bool = False
+    timeout: float = 30.0
+
+
+def smtp_settings() -> SmtpSettings | None:
+    """SMTP settings from connection ``smtp_default``, else from ``SMTP_HOST``/``SMTP_PORT``; None if neither."""
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(SMTP_CONN_ID)
+    except Exception:
+        conn = None
+    if conn is not None and conn.host:
+        extra = conn.extra_dejson or {}
+        return SmtpSettings(
+            host=conn.host,
+            port=int(conn.port or 25),
+            login=conn.login or None,
+            password=conn.password or None,
+            from_email=extra.get("from_email") or os.environ.get("ALERT_EMAIL_FROM") or DEFAULT_FROM,
+            starttls=_truthy(extra.get("starttls")),
+            ssl=_truthy(extra.get("ssl")),
+            timeout=float(extra.get("timeout", 30)),
+        )
+    host = os.environ.get("SMTP_HOST")
+    if not host:
+        return None
+    return SmtpSettings(
+        host=host,
+        port=int(os.environ.get("SMTP_PORT", "25")),
+        from_email=os.environ.get("ALERT_EMAIL_FROM", DEFAULT_FROM),
+    )
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def send_alert_email(summary: FailureSummary, recipients: list[str], settings: SmtpSettings) -> None:
+    """Send one plain-text mail; raise on SMTP errors (the caller decides whether that matters)."""
+    import smtplib  # here, not at top: DAG files import this module at parse time
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = summary.subject
+    message["From"] = settings.from_email
+    message["To"] = ", ".join(recipients)
+    message.set_content(summary.body())
+    smtp_class = smtplib.SMTP_SSL if settings.ssl else smtplib.SMTP
+    with smtp_class(settings.host, settings.port, timeout=settings.timeout) as smtp:
+        if settings.starttls and not settings.ssl:
+            smtp.starttls()
+        if settings.login:
+            smtp.login(settings.login, settings.password or "")
+        smtp.send_message(message)
+
+
+def task_failure_alert(context: dict[str, Any]) -> None:
+    """``on_failure_callback``: log the failure, then e-mail it. Never raises (a callback must not)."""
+    try:
+        summary = summarize_failure(context)
+    except Exception:  # a broken context must not hide the original failure
+        log.exception("Could not summarise the task failure")
+        return
+    log.error("Task failed: %s — %s", summary.subject, summary.error)
+    recipients = alert_recipients(summary.partner_key)
+    if not recipients:
+        log.warning("No alert recipients (set ALERT_EMAIL_TO or Variable %s): mail not sent", RECIPIENTS_VARIABLE)
+        return
+    settings = smtp_settings()
+    if settings is None:
+        log.warning("No SMTP settings (connection %s or SMTP_HOST): mail not sent", SMTP_CONN_ID)
+        return
+    try:
+        send_alert_email(summary, recipients, settings)
+    except Exception as exc:  # report, do not mask the task failure with a mail failure
+        log.error("Failure alert mail to %s failed: %s", recipients, scrub_secrets(str(exc)))
+    else:
+        log.info("Failure alert mailed to %s", recipients)
