@@ -1,0 +1,27 @@
+"""Exceptions of the intake core. Messages name paths and reasons, never credentials."""
+from __future__ import annotations
+
+
+class IntakeError(Exception):
+    """Base class of intake errors."""
+
+
+class TransferError(IntakeError):
+    """A fetch failed (connection lost, file vanished or changed, local disk error).
+
+    The ledger entry stays claimed with the error recorded; a later run may retry it.
+    """
+
+
+class TransferTimeout(TransferError):
+    """A fetch exceeded its time bound. The SFTP session may still carry abandoned read requests:
+    close it and open a new one before further transfers."""
+
+
+class MoveError(IntakeError):
+    """An archive/quarantine rename failed and the target does not exist; the ledger keeps the intent
+    so :meth:`PartnerInbox.resume_unfinished` can finish it."""
+
+
+class LedgerStateError(IntakeError):
+    """An operation does not fit the entry's current status (e.g. fetching an archived file)."""

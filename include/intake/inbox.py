@@ -1,0 +1,504 @@
+"""``PartnerInbox``: the intake of one partner's inbound folder over one SFTP session.
+
+See the package docstring (``include/intake/__init__.py``) for the flow and an example.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from include.intake import ledger as L
+from include.intake.errors import LedgerStateError, MoveError, TransferError, TransferTimeout
+from include.intake.fetch import fetch_to_file, tune_session
+from include.intake.ledger import Ledger, LedgerEntry
+from include.intake.listing import RemoteEntry, list_folder
+from include.intake.moves import rename_retry_safe, target_path, unique_suffix
+from include.intake.names import (
+    DONE_SUFFIX,
+    MANIFEST_SUFFIX,
+    classify_name,
+    manifest_digest,
+    safe_local_name,
+)
+
+log = logging.getLogger(__name__)
+
+#: A manifest larger than this is not a sha256 manifest (and is not read whole).
+MAX_MANIFEST_BYTES = 64 * 1024
+DEFAULT_STALE_CLAIM = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    """A file judged complete and claimed by this inbox (ledger status ``ready``). JSON-friendly."""
+
+    entry_id: int
+    partner_key: str
+    remote_path: str
+    file_name: str
+    size: int
+    mtime: int
+    doc_type: str | None
+    suite: str | None
+    format: str | None
+    companions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReadyFile:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """Result of :meth:`PartnerInbox.fetch`. JSON-friendly.
+
+    ``outcome``: ``fetched`` (process it: validate, announce, archive), ``duplicate`` (same content
+    as entry ``duplicate_of``; already moved to archive, announce once), or ``quarantined`` (its
+    checksum manifest did not match; already moved to quarantine, ``reason`` says why).
+    """
+
+    entry_id: int
+    partner_key: str
+    remote_path: str
+    file_name: str
+    local_path: str | None
+    size: int
+    sha256: str
+    doc_type: str | None
+    suite: str | None
+    format: str | None
+    outcome: str
+    duplicate_of: int | None = None
+    reason: str | None = None
+    final_path: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FetchedFile:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file refused from its listing alone and quarantined by :meth:`PartnerInbox.poll`."""
+
+    entry_id: int
+    remote_path: str
+    file_name: str
+    reason: str
+    final_path: str | None  # None when the name cannot be addressed safely (left in place, recorded)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A candidate not ready yet, and why (for logs; nothing to do)."""
+
+    file_name: str
+    reason: str
+
+
+@dataclass
+class PollResult:
+    """What one poll of the inbound folder found."""
+
+    ready: list[ReadyFile] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    temporary: list[str] = field(default_factory=list)
+    in_progress: list[str] = field(default_factory=list)  # claimed by this or another run already
+
+    def __iter__(self):
+        return iter(self.ready)
+
+    def __len__(self) -> int:
+        return len(self.ready)
+
+
+@dataclass
+class ResumeReport:
+    """What :meth:`PartnerInbox.resume_unfinished` completed or took over."""
+
+    completed_moves: list[LedgerEntry] = field(default_factory=list)
+    reclaimed: list[LedgerEntry] = field(default_factory=list)
+
+
+def _addressable(name: str) -> bool:
+    """Whether a (possibly unsafe) listed name can still be used as a path on the server:
+    control characters are fine in an SFTP path; separators, dot names, NUL and undecodable bytes
+    are not (the path would point elsewhere or not exist)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or "\ufffd" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _entry_id(item: Any) -> int:
+    if isinstance(item, int):
+        return item
+    if isinstance(item, LedgerEntry):
+        return item.id
+    entry_id = getattr(item, "entry_id", None)
+    if entry_id is None:
+        raise TypeError(f"expected a ledger entry id, ReadyFile, FetchedFile or LedgerEntry, got {type(item).__name__}")
+    return int(entry_id)
+
+
+class PartnerInbox:
+    """The intake of one partner's inbound folder, over one SFTP session.
+
+    :param partner: the registry :class:`~include.partners.Partner`.
+    :param sftp: an open SFTP client session (paramiko ``SFTPClient`` from
+        ``SFTPHook(partner.sftp_conn_id).get_managed_conn()``, or any object with ``listdir_attr``,
+        ``open``, ``stat`` and ``posix_rename``). The inbox never opens or closes connections:
+        every call of one inbox uses this one session.
+    :param ledger: the :class:`~include.intake.ledger.Ledger` (project database).
+    :param staging_dir: local directory for fetched files; each file lands in
+        ``<staging_dir>/<partner key>/<entry id>-<safe name>`` whatever its remote name.
+    :param claimed_by: label of this run in the ledger (e.g. the Airflow run id); random if None.
+    :param clock: seconds since the epoch (tests move time forward without sleeping).
+    :param fetch_min_rate: bytes/s below which a fetch counts as stuck (time bound
+        ``fetch_timeout_floor + size / fetch_min_rate``).
+    """
+
+    def __init__(
+        self,
+        partner: Any,
+        sftp: Any,
+        ledger: Ledger,
+        staging_dir: str | os.PathLike,
+        *,
+        claimed_by: str | None = None,
+        clock=time.time,
+        fetch_min_rate: float | None = None,
+        fetch_timeout_floor: float | None = None,
+    ) -> None:
+        self.partner = partner
+        self.sftp = sftp
+        self.ledger = ledger
+        self.staging_dir = Path(staging_dir)
+        self.claimed_by = claimed_by or Ledger.new_claim_token(partner.key)
+        self.clock = clock
+        self._fetch_kwargs: dict = {}
+        if fetch_min_rate is not None:
+            self._fetch_kwargs["min_rate"] = fetch_min_rate
+        if fetch_timeout_floor is not None:
+            self._fetch_kwargs["timeout_floor"] = fetch_timeout_floor
+        tune_session(sftp)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def folders(self):
+        return self.partner.folders
+
+    def entry(self, item: Any) -> LedgerEntry:
+        """The current ledger entry of an id / ReadyFile / FetchedFile / LedgerEntry."""
+        return self.ledger.get(_entry_id(item))
+
+    def _own(self, item: Any) -> LedgerEntry:
+        entry = self.entry(item)
+        if entry.partner_key != self.partner.key:
+            raise LedgerStateError(f"entry {entry.id} belongs to another partner")
+        return entry
+
+    def _doc_type_info(self, doc_type: str | None) -> tuple[str | None, str | None]:
+        for candidate in self.partner.document_types:
+            if candidate.type == doc_type:
+                return candidate.suite, candidate.format
+        return None, None
+
+    # ---- poll ----------------------------------------------------------------------------------
+    def poll(self) -> PollResult:
+        """List the inbound folder once, update the readiness observations, claim what is ready.
+
+        Quarantines at once what can never become a valid document: unsafe names and files that are
+        complete but match no document type (``result.rejected``). Temporary names are left alone.
+        """
+        readiness = self.partner.readiness
+        entries = list_folder(self.sftp, self.folders.inbound)
+        names = {entry.name for entry in entries}
+        result = PollResult()
+        now = self.clock()
+        candidates: list[RemoteEntry] = []
+        for remote in entries:
+            verdict = classify_name(remote.name, readiness.temp_suffixes, names)
+            if verdict.kind == "unsafe":
+                rejected = self._reject(remote, verdict.reason or "unsafe file name",
+                                        addressable=_addressable(remote.name))
+                if rejected:
+                    result.rejected.append(rejected)
+                continue
+            if not remote.is_file:
+                continue  # sub-folders and links are not deliveries
+            if verdict.kind == "temporary":
+                result.temporary.append(remote.name)
+            elif verdict.kind == "file":
+                candidates.append(remote)
+            # companions travel with their file (a lone companion waits for it)
+
+        open_entries = self.ledger.open_entries(self.partner.key)
+        for remote in candidates:
+            existing = open_entries.get(remote.path)
+            if existing is not None and existing.status != L.SEEN:
+                result.in_progress.append(remote.name)
+                continue
+            entry = self.ledger.observe(self.partner.key, remote.path, remote.name, remote.size, remote.mtime)
+            if entry.status != L.SEEN:
+                result.in_progress.append(remote.name)
+                continue
+            reason = self._not_ready_reason(remote, entry, names, now)
+            if reason:
+                result.waiting.append(Waiting(remote.name, reason))
+                continue
+            doc_type = self.partner.document_type_for(remote.name)
+            companions = self._companions(remote.name, names)
+            if doc_type is None:
+                rejected = self._reject(
+                    remote, f"no document type of partner {self.partner.key} matches {remote.name!r}",
+                    addressable=True, companions=companions)
+                if rejected:
+                    result.rejected.append(rejected)
+                continue
+            if not self.ledger.claim(entry.id, self.claimed_by, doc_type=doc_type.type, companions=companions):
+                result.in_progress.append(remote.name)
+                continue
+            result.ready.append(ReadyFile(
+                entry_id=entry.id, partner_key=self.partner.key, remote_path=remote.path,
+                file_name=remote.name, size=remote.size, mtime=remote.mtime, doc_type=doc_type.type,
+                suite=doc_type.suite, format=doc_type.format, companions=companions))
+        self.ledger.mark_vanished(self.partner.key, {remote.path for remote in candidates})
+        return result
+
+    def _companions(self, name: str, names: set[str]) -> list[str]:
+        return [companion for companion in (name + DONE_SUFFIX, name + MANIFEST_SUFFIX) if companion in names]
+
+    def _not_ready_reason(self, remote: RemoteEntry, entry: LedgerEntry, names: set[str], now: float) -> str | None:
+        readiness = self.partner.readiness
+        if entry.stable_count < readiness.stable_polls:
+            return f"size/mtime stable for {entry.stable_count} of {readiness.stable_polls} polls"
+        age = now - remote.mtime
+        if age < readiness.min_age_seconds:
+            return f"modified {age:.0f}s ago, needs {readiness.min_age_seconds}s"
+        if readiness.marker == "done" and remote.name + DONE_SUFFIX not in names:
+            return f"waiting for marker {remote.name + DONE_SUFFIX}"
+        if readiness.marker == "manifest" and remote.name + MANIFEST_SUFFIX not in names:
+            return f"waiting for manifest {remote.name + MANIFEST_SUFFIX}"
+        return None
+
+    def _reject(self, remote: RemoteEntry, reason: str, *, addressable: bool,
+                companions: list[str] | None = None) -> Rejected | None:
+        entry = self.ledger.register_rejected(self.partner.key, remote.path, remote.name, remote.size,
+                                              remote.mtime, reason, self.claimed_by)
+        if entry is None:
+            return None
+        if companions:
+            entry = self._set_companions(entry, companions)
+        final_path = self._quarantine_entry(entry, reason, movable=addressable)
+        return Rejected(entry.id, remote.path, remote.name, reason, final_path)
+
+    def _set_companions(self, entry: LedgerEntry, companions: list[str]) -> LedgerEntry:
+        from sqlalchemy import update
+
+        with self.ledger.engine.begin() as conn:
+            conn.execute(update(L.intake_files).where(L.intake_files.c.id == entry.id).values(companions=companions))
+        return self.ledger.get(entry.id)
+
+    # ---- fetch ---------------------------------------------------------------------------------
+    def fetch(self, item: Any, *, timeout: float | None = None) -> FetchedFile:
+        """Stream a claimed file to the staging dir (sha256 while streaming) and classify it.
+
+        Verifies the ``.sha256`` manifest when present (mismatch → quarantined), then records the
+        fetch in the ledger, which recognises an identical earlier delivery (→ ``duplicate``, moved
+        to archive). Returns a :class:`FetchedFile` whose ``outcome`` says which.
+
+        :raises TransferError: the transfer failed or exceeded its time bound (``TransferTimeout``:
+            close the session). The entry stays ``ready`` with the error recorded, for a retry.
+        """
+        entry = self._own(item)
+        if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
+            raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetchable")
+        local = self.staging_dir / self.partner.key / f"{entry.id}-{safe_local_name(entry.file_name)}"
+        try:
+            result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
+                                   timeout=timeout, **self._fetch_kwargs)
+        except TransferError as exc:
+            self.ledger.record_error(entry.id, str(exc))
+            raise
+        suite, fmt = self._doc_type_info(entry.doc_type)
+        base = dict(entry_id=entry.id, partner_key=entry.partner_key, remote_path=entry.remote_path,
+                    file_name=entry.file_name, size=result.size, sha256=result.sha256, doc_type=entry.doc_type,
+                    suite=suite, format=fmt, seconds=result.seconds)
+
+        manifest_name = entry.file_name + MANIFEST_SUFFIX
+        if manifest_name in entry.companions or self.partner.readiness.marker == "manifest":
+            reason = self._manifest_mismatch(entry, manifest_name, result.sha256)
+            if reason:
+                self.ledger.record_error(entry.id, reason)
+                with self.ledger.engine.begin() as conn:
+                    from sqlalchemy import update
+
+                    conn.execute(update(L.intake_files).where(L.intake_files.c.id == entry.id).values(
+                        sha256=result.sha256, local_path=str(local)))
+                final_path = self.quarantine(entry.id, reason)
+                return FetchedFile(local_path=str(local), outcome="quarantined", reason=reason,
+                                   final_path=final_path, **base)
+
+        recorded = self.ledger.mark_fetched(entry.id, sha256=result.sha256, size=result.size, local_path=str(local))
+        if recorded.status == L.DUPLICATE:
+            final_path = self._move(recorded, L.DUPLICATE, self.folders.archive, reason=None)
+            return FetchedFile(local_path=str(local), outcome="duplicate", duplicate_of=recorded.duplicate_of,
+                               final_path=final_path, **base)
+        return FetchedFile(local_path=str(local), outcome="fetched", **base)
+
+    def fetch_all(self, items: list[Any], *, timeout: float | None = None) -> tuple[list[FetchedFile], dict[int, str]]:
+        """Fetch many files over this one session. Returns (fetched files, {entry id: error}).
+
+        A failed transfer does not stop the batch, except a timeout: the session is then unusable and
+        the remaining files are reported as errors (they stay claimed for the next run).
+        """
+        done: list[FetchedFile] = []
+        errors: dict[int, str] = {}
+        items = list(items)
+        for index, item in enumerate(items):
+            try:
+                done.append(self.fetch(item, timeout=timeout))
+            except TransferTimeout as exc:
+                errors[_entry_id(item)] = str(exc)
+                for rest in items[index + 1:]:
+                    errors[_entry_id(rest)] = "not fetched: the session timed out on an earlier file"
+                break
+            except TransferError as exc:
+                errors[_entry_id(item)] = str(exc)
+        return done, errors
+
+    def _manifest_mismatch(self, entry: LedgerEntry, manifest_name: str, sha256: str) -> str | None:
+        manifest_path = posixpath.join(self.folders.inbound, manifest_name)
+        try:
+            with self.sftp.open(manifest_path, "rb") as handle:
+                raw = handle.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            return f"checksum manifest {manifest_name} is missing"
+        except OSError as exc:
+            return f"checksum manifest {manifest_name} cannot be read: {exc}"
+        if len(raw) > MAX_MANIFEST_BYTES:
+            return f"checksum manifest {manifest_name} is larger than {MAX_MANIFEST_BYTES} bytes"
+        expected = manifest_digest(raw.decode("utf-8", "replace"), entry.file_name)
+        if expected is None:
+            return f"checksum manifest {manifest_name} holds no sha256 for {entry.file_name}"
+        if expected != sha256:
+            return f"sha256 mismatch: manifest {manifest_name} says {expected}, received file has {sha256}"
+        if manifest_name not in entry.companions:
+            self._set_companions(entry, [*entry.companions, manifest_name])
+        return None
+
+    # ---- outcome bookkeeping ---------------------------------------------------------------------
+    def mark_validated(self, item: Any, *, tg_item_id: str | None = None) -> LedgerEntry:
+        """Record that the fetched file passed its checks (optionally with its TG item id)."""
+        return self.ledger.mark_validated(self._own(item).id, tg_item_id=tg_item_id)
+
+    def set_tg_item(self, item: Any, tg_item_id: str) -> None:
+        self.ledger.set_tg_item(self._own(item).id, tg_item_id)
+
+    def claim_announcement(self, item: Any) -> bool:
+        """True exactly once per entry (announce a duplicate or quarantine only once)."""
+        return self.ledger.claim_announcement(self._own(item).id)
+
+    # ---- moves ---------------------------------------------------------------------------------
+    def archive(self, item: Any) -> str:
+        """Move the file (and its marker/manifest) into the archive folder; returns the final path.
+
+        Allowed for fetched/validated entries (and duplicates); idempotent on retry.
+        """
+        entry = self._own(item)
+        if entry.status not in (L.FETCHED, L.VALIDATED, L.DUPLICATE, L.ARCHIVED):
+            raise LedgerStateError(f"entry {entry.id} is {entry.status}; only fetched or validated files are archived")
+        target = L.DUPLICATE if entry.status == L.DUPLICATE else L.ARCHIVED
+        return self._move(entry, target, self.folders.archive, reason=None)
+
+    def quarantine(self, item: Any, reason: str) -> str | None:
+        """Move the file (and its companions) into quarantine with ``reason``; returns the final path.
+
+        Idempotent on retry. Never deletes anything.
+        """
+        entry = self._own(item)
+        return self._quarantine_entry(entry, reason, movable=True)
+
+    def _quarantine_entry(self, entry: LedgerEntry, reason: str, *, movable: bool) -> str | None:
+        if not movable:
+            # The name cannot be addressed safely (e.g. contains '/'): record, leave it where it is.
+            entry = self.ledger.record_move_intent(entry.id, target_status=L.QUARANTINED, final_path=None, reason=reason)
+            self.ledger.mark_moved(entry.id)
+            log.warning("partner %s: %s left in place and recorded as quarantined: %s",
+                        self.partner.key, entry.file_name, reason)
+            return None
+        return self._move(entry, L.QUARANTINED, self.folders.quarantine, reason=reason)
+
+    def _move(self, entry: LedgerEntry, target_status: str, folder: str, *, reason: str | None) -> str:
+        if entry.closed_at is not None:
+            if entry.target_status == target_status or entry.status == target_status:
+                return entry.final_path  # already done
+            raise LedgerStateError(f"entry {entry.id} is already {entry.status}")
+        if entry.final_path is None:
+            suffix = unique_suffix(entry.sha256, datetime.now(timezone.utc))
+            final_path = target_path(folder, safe_local_name(entry.file_name, max_len=180), suffix)
+            entry = self.ledger.record_move_intent(entry.id, target_status=target_status, final_path=final_path,
+                                                   reason=reason)
+        self._execute_move(entry)
+        return self.ledger.mark_moved(entry.id).final_path
+
+    def _execute_move(self, entry: LedgerEntry) -> None:
+        """Rename the file and its companions to the recorded targets (retry-safe)."""
+        final_dir, final_name = posixpath.split(entry.final_path)
+        suffix = final_name[len(safe_local_name(entry.file_name, max_len=180)) + 1:]
+        rename_retry_safe(self.sftp, entry.remote_path, entry.final_path)
+        inbound = posixpath.dirname(entry.remote_path)
+        for companion in entry.companions:
+            source = posixpath.join(inbound, companion)
+            target = target_path(final_dir, safe_local_name(companion, max_len=190), suffix)
+            try:
+                rename_retry_safe(self.sftp, source, target)
+            except MoveError:
+                # The document itself is safe; a missing companion must not block it.
+                log.warning("partner %s: companion %s could not be moved", self.partner.key, companion)
+
+    # ---- crash recovery ------------------------------------------------------------------------
+    def resume_unfinished(self, *, stale_after: timedelta = DEFAULT_STALE_CLAIM) -> ResumeReport:
+        """Finish what a crashed run left: recorded-but-unconfirmed moves are completed (renames are
+        retry-safe), and claims older than ``stale_after`` are taken over by this inbox and returned
+        in ``reclaimed`` for the caller to continue (fetch again if ``ready``/``fetched``, etc.).
+        Call it at the start of a run, inside the same session.
+        """
+        report = ResumeReport()
+        for entry in self.ledger.pending_moves(self.partner.key):
+            try:
+                self._execute_move(entry)
+            except MoveError as exc:
+                self.ledger.record_error(entry.id, str(exc))
+                log.error("partner %s: pending move of entry %s failed again: %s", self.partner.key, entry.id, exc)
+                continue
+            report.completed_moves.append(self.ledger.mark_moved(entry.id))
+        for entry in self.ledger.stale_claims(self.partner.key, stale_after):
+            if self.ledger.reclaim(entry.id, self.claimed_by, stale_after):
+                report.reclaimed.append(self.ledger.get(entry.id))
+        return report
+
+    def ready_file(self, item: Any) -> ReadyFile:
+        """A :class:`ReadyFile` for a (reclaimed) entry, to pass to :meth:`fetch`."""
+        entry = self._own(item)
+        suite, fmt = self._doc_type_info(entry.doc_type)
+        return ReadyFile(entry.id, entry.partner_key, entry.remote_path, entry.file_name, entry.size or 0,
+                         entry.mtime or 0, entry.doc_type, suite, fmt, list(entry.companions))

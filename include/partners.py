@@ -1,0 +1,317 @@
+"""The partner registry: who our partners are, where their files land, what they send.
+
+The registry is data (``include/config/partners.yaml``, or the file named by env
+``PARTNER_REGISTRY``), validated on load so a typo fails loudly with the path of the bad field,
+e.g. ``partners[1].folders.archive: missing``. Unknown keys are rejected for the same reason.
+The format is documented in docs/partners.md.
+
+Usage::
+
+    from include.partners import load_registry
+
+    registry = load_registry()
+    acme = registry.get("acme")
+    acme.folders.inbound                       # '/partners/acme/inbound'
+    acme.document_type_for("INV-0001.csv")     # DocumentType(type='invoice', ...)
+    registry.by_tg_partner_id("P-ACME")        # the same partner
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parent / "config" / "partners.yaml"
+REGISTRY_ENV = "PARTNER_REGISTRY"
+
+#: Names a partner tool writes while a transfer is still running (checked case-insensitively).
+DEFAULT_TEMP_SUFFIXES = (".filepart", ".part", ".partial", ".tmp", ".temp", ".crdownload", ".upload", "~")
+
+KNOWN_DOCUMENT_TYPES = (
+    "invoice",
+    "purchase_order",
+    "shipping_manifest",
+    "compliance_certificate",
+    "product_file",
+    "catalog",
+    "price_list",
+    "promotions",
+)
+
+_SLUG = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class RegistryError(ValueError):
+    """The partner registry file cannot be read or does not validate; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Folders(_Strict):
+    """Absolute remote paths of a partner's folders on the exchange SFTP server."""
+
+    inbound: str
+    outbound: str
+    archive: str
+    quarantine: str
+
+    @field_validator("inbound", "outbound", "archive", "quarantine")
+    @classmethod
+    def _absolute_normalised(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute remote path (start with '/')")
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError("must not contain '.' or '..' components")
+        if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+            raise ValueError("must not contain control characters")
+        normalised = posixpath.normpath(value)
+        if normalised == "/":
+            raise ValueError("must not be the server root '/'")
+        return normalised
+
+    @model_validator(mode="after")
+    def _distinct_not_nested(self) -> Folders:
+        paths = {"inbound": self.inbound, "outbound": self.outbound, "archive": self.archive,
+                 "quarantine": self.quarantine}
+        names = list(paths)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                pa, pb = paths[a], paths[b]
+                if pa == pb:
+                    raise ValueError(f"{a} and {b} are the same folder ({pa})")
+                # A folder inside another would show archived files in a listing of the parent.
+                if pb.startswith(pa + "/") or pa.startswith(pb + "/"):
+                    raise ValueError(f"{a} ({pa}) and {b} ({pb}) are nested in each other")
+        return self
+
+    def all(self) -> dict[str, str]:
+        return {"inbound": self.inbound, "outbound": self.outbound, "archive": self.archive,
+                "quarantine": self.quarantine}
+
+
+class DocumentType(_Strict):
+    """A kind of document a partner sends, recognised by file-name globs."""
+
+    type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    patterns: Annotated[list[str], Field(min_length=1)]
+    suite: str | None = None
+    format: Literal["csv", "xlsx"] = "csv"
+
+    @field_validator("patterns")
+    @classmethod
+    def _plain_globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or "/" in pattern:
+                raise ValueError(f"pattern {pattern!r} must be a non-empty file-name glob without '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _default_suite(self) -> DocumentType:
+        if self.suite is None:
+            object.__setattr__(self, "suite", self.type)
+        return self
+
+    def matches(self, file_name: str) -> bool:
+        """True when ``file_name`` matches one of the globs (case-insensitive, like most partners expect)."""
+        lowered = file_name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.patterns)
+
+
+class Readiness(_Strict):
+    """When a file in the inbound folder counts as completely written."""
+
+    min_age_seconds: Annotated[int, Field(ge=0)] = 60
+    stable_polls: Annotated[int, Field(ge=1)] = 2
+    marker: Literal["none", "done", "manifest"] = "none"
+    temp_suffixes: tuple[str, ...] = DEFAULT_TEMP_SUFFIXES
+
+
+class Contact(_Strict):
+    name: str
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    role: str = "operations"
+
+
+class ColumnMaps(_Strict):
+    """Partner column name → our column name, per catalog feed."""
+
+    catalog: dict[str, str] = Field(default_factory=dict)
+    price_list: dict[str, str] = Field(default_factory=dict)
+    promotions: dict[str, str] = Field(default_factory=dict)
+
+
+class CatalogSettings(_Strict):
+    """Optional settings of the catalog-sync use case."""
+
+    schedule: str = "@daily"
+    price_change_threshold_pct: Annotated[float, Field(gt=0)] = 20
+    ack_deadline_hours: Annotated[int, Field(gt=0)] = 48
+    column_map: ColumnMaps = Field(default_factory=ColumnMaps)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_or_preset(cls, value: str) -> str:
+        if value.startswith("@"):
+            if value not in ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"):
+                raise ValueError(f"unknown schedule preset {value!r}")
+            return value
+        if len(value.split()) != 5:
+            raise ValueError("must be a cron expression with 5 fields or a preset like '@daily'")
+        return value
+
+
+class Partner(_Strict):
+    """One trading partner."""
+
+    key: Annotated[str, Field(pattern=_SLUG)]
+    name: Annotated[str, Field(min_length=1)]
+    tg_partner_id: Annotated[str, Field(min_length=1)]
+    sftp_conn_id: str = "sftp_default"
+    enabled: bool = True
+    folders: Folders
+    document_types: Annotated[list[DocumentType], Field(min_length=1)]
+    readiness: Readiness = Field(default_factory=Readiness)
+    contacts: list[Contact] = Field(default_factory=list)
+    catalog: CatalogSettings | None = None
+
+    @field_validator("document_types")
+    @classmethod
+    def _unique_types(cls, value: list[DocumentType]) -> list[DocumentType]:
+        seen: set[str] = set()
+        for doc_type in value:
+            if doc_type.type in seen:
+                raise ValueError(f"document type {doc_type.type!r} is listed twice")
+            seen.add(doc_type.type)
+        return value
+
+    def document_type_for(self, file_name: str) -> DocumentType | None:
+        """The first document type whose globs match ``file_name`` (registry order), else None."""
+        for doc_type in self.document_types:
+            if doc_type.matches(file_name):
+                return doc_type
+        return None
+
+    @property
+    def contact_emails(self) -> list[str]:
+        return [contact.email for contact in self.contacts]
+
+
+class Registry(_Strict):
+    """All partners, in file order. Iterate it, or look partners up by key or TG partner id."""
+
+    partners: Annotated[list[Partner], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Registry:
+        for attr in ("key", "tg_partner_id"):
+            seen: dict[str, int] = {}
+            for index, partner in enumerate(self.partners):
+                value = getattr(partner, attr)
+                if value in seen:
+                    raise ValueError(f"partners[{index}].{attr}: {value!r} already used by partners[{seen[value]}]")
+                seen[value] = index
+        # Two partners sharing a folder would see each other's files.
+        owners: dict[str, str] = {}
+        for partner in self.partners:
+            for role, path in partner.folders.all().items():
+                for other_path, owner in owners.items():
+                    if path == other_path or path.startswith(other_path + "/") or other_path.startswith(path + "/"):
+                        raise ValueError(f"partner {partner.key!r} folders.{role} ({path}) overlaps a folder of {owner!r}")
+            for path in partner.folders.all().values():
+                owners[path] = partner.key
+        return self
+
+    def __iter__(self) -> Iterator[Partner]:  # type: ignore[override]
+        return iter(self.partners)
+
+    def __len__(self) -> int:
+        return len(self.partners)
+
+    def keys(self) -> list[str]:
+        return [partner.key for partner in self.partners]
+
+    def get(self, key: str) -> Partner:
+        """The partner with registry key ``key``; KeyError names the known keys otherwise."""
+        for partner in self.partners:
+            if partner.key == key:
+                return partner
+        raise KeyError(f"unknown partner {key!r}; known: {', '.join(self.keys())}")
+
+    def by_tg_partner_id(self, tg_partner_id: str) -> Partner:
+        for partner in self.partners:
+            if partner.tg_partner_id == tg_partner_id:
+                return partner
+        raise KeyError(f"no partner with TG partner id {tg_partner_id!r}")
+
+    def enabled(self) -> list[Partner]:
+        return [partner for partner in self.partners if partner.enabled]
+
+    def with_catalog(self) -> list[Partner]:
+        """Enabled partners taking part in catalog sync (those with a ``catalog`` block)."""
+        return [partner for partner in self.partners if partner.enabled and partner.catalog is not None]
+
+
+def _location(loc: tuple) -> str:
+    """('partners', 1, 'folders', 'archive') → 'partners[1].folders.archive'."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "<root>"
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        # Model-level validators (after) report at the parent's location.
+        loc = _location(tuple(p for p in item["loc"]))
+        kind = item["type"]
+        if kind == "missing":
+            message = "missing"
+        elif kind == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = re.sub(r"^Value error, ", "", item["msg"])
+        lines.append(f"{loc}: {message}")
+    return f"invalid partner registry {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_registry(data: object, source: str = "<data>") -> Registry:
+    """Validate already-parsed registry data (a dict with a ``partners`` list)."""
+    try:
+        return Registry.model_validate(data)
+    except ValidationError as exc:
+        raise RegistryError(_format_errors(exc, source)) from None
+
+
+def load_registry(path: str | os.PathLike | None = None) -> Registry:
+    """Load and validate the partner registry.
+
+    :param path: YAML file; default env ``PARTNER_REGISTRY``, else include/config/partners.yaml.
+    :raises RegistryError: unreadable file or invalid content; the message names each bad field,
+        e.g. ``partners[1].folders.archive: missing``.
+    """
+    import yaml
+
+    resolved = Path(path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY_PATH)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(f"cannot read partner registry {resolved}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"partner registry {resolved} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"partner registry {resolved}: top level must be a mapping with 'partners'")
+    return parse_registry(data, str(resolved))
