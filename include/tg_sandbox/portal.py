@@ -1,5 +1,176 @@
-"""Partner page (filled in below)."""
+"""The partner page at /portal/: a person signs in with a partner client's id and secret and works on
+that partner's items (read, acknowledge, comment, move status, attach a file).
+
+Server-rendered (Jinja2). The session is a signed, expiring cookie (audience "portal", so it is never
+accepted as an API bearer token); every form carries a CSRF token derived from it. Actions go through
+the same :class:`service.Store` calls as the API, so rules, versions and events are identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .auth import Principal, TokenService
+from .service import TRANSITIONS, ApiError, Store
+
+COOKIE = "tg_portal"
+SESSION_SECONDS = 8 * 3600
+ACTION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work", "disputed": "Dispute",
+                 "resolved": "Resolve", "closed": "Close", "open": "Reopen"}
+NOTICES = {
+    "acknowledged": "Item acknowledged.",
+    "commented": "Comment posted.",
+    "moved": "Status changed.",
+    "attached": "File attached.",
+    "bad_login": "Unknown partner client or wrong secret.",
+    "not_partner": "This page is for partner clients; enterprise clients use the API.",
+    "expired": "Your session has ended; please sign in again.",
+    "csrf": "The form was stale; please try again.",
+    "illegal_transition": "That status change is not allowed from the item's current status.",
+    "payload_too_large": "The file is larger than the sandbox accepts.",
+    "sha256_mismatch": "The file does not match the given SHA-256.",
+    "empty": "Nothing to post: the text was empty.",
+    "no_file": "Choose a file first.",
+}
 
 
-def build_portal(app, store, tokens):
-    return None
+def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
+    templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+
+    def session(request: Request) -> tuple[Principal, str] | None:
+        cookie = request.cookies.get(COOKIE)
+        who = tokens.verify(cookie, audience="portal") if cookie else None
+        return (who, cookie) if who is not None and who.is_partner else None
+
+    def csrf_token(cookie: str) -> str:
+        return hmac.new(store.seed.token_signing_key, f"csrf:{cookie}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def redirect(url: str, notice: str | None = None) -> RedirectResponse:
+        return RedirectResponse(url + (f"?notice={quote(notice)}" if notice else ""), status_code=303)
+
+    def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+        notice = request.query_params.get("notice")
+        return templates.TemplateResponse(request, name, status_code=status_code, context={
+            "notice": NOTICES.get(notice) if notice else None,
+            "notice_ok": notice in ("acknowledged", "commented", "moved", "attached"),
+            "partner_name": None, **context})
+
+    def item_url(item_id: str) -> str:
+        return f"/portal/items/{quote(item_id)}"
+
+    @app.get("/portal", include_in_schema=False)
+    async def portal_root():
+        return RedirectResponse("/portal/", status_code=307)
+
+    @app.get("/portal/", include_in_schema=False, response_class=HTMLResponse)
+    def portal_home(request: Request, status: str | None = None):
+        current = session(request)
+        if current is None:
+            return render(request, "login.html")
+        who, cookie = current
+        items, _ = store.list_items(who, status=status if status in TRANSITIONS else None, limit=200)
+        items.sort(key=lambda i: i["updated_at"], reverse=True)
+        return render(request, "items.html", items=items, who=who, csrf=csrf_token(cookie), status=status,
+                      statuses=list(TRANSITIONS), partner_name=store.seed.partners.get(who.partner_id))
+
+    @app.post("/portal/login", include_in_schema=False)
+    def portal_login(client_id: Annotated[str, Form()] = "", client_secret: Annotated[str, Form()] = ""):
+        client = tokens.authenticate_client(client_id, client_secret)
+        if client is None:
+            return redirect("/portal/", "bad_login")
+        if client.kind != "partner":
+            return redirect("/portal/", "not_partner")
+        token, ttl = tokens.issue(client, ttl=SESSION_SECONDS, audience="portal")
+        response = redirect("/portal/")
+        response.set_cookie(COOKIE, token, max_age=ttl, httponly=True, samesite="strict", path="/portal")
+        return response
+
+    @app.post("/portal/logout", include_in_schema=False)
+    def portal_logout():
+        response = redirect("/portal/")
+        response.delete_cookie(COOKIE, path="/portal")
+        return response
+
+    @app.get("/portal/items/{item_id}", include_in_schema=False, response_class=HTMLResponse)
+    def portal_item(request: Request, item_id: str):
+        current = session(request)
+        if current is None:
+            return redirect("/portal/", "expired")
+        who, cookie = current
+        try:
+            item = store.get_item(who, item_id)
+        except ApiError as exc:
+            return render(request, "not_found.html", who=who, csrf=csrf_token(cookie), status_code=exc.status)
+        return render(
+            request, "item.html", item=item, who=who, csrf=csrf_token(cookie),
+            comments=store.list_comments(who, item_id), attachments=store.list_attachments(who, item_id),
+            moves=[(to, ACTION_LABELS[to]) for to in sorted(TRANSITIONS[item["status"]]) if to != "acknowledged"],
+            can_ack=item["acknowledged_at"] is None and item["status"] != "closed",
+            partner_name=store.seed.partners.get(who.partner_id),
+        )
+
+    def act(request: Request, item_id: str, csrf: str, action, done: str) -> RedirectResponse:
+        """Run one partner action on an item; answer with a redirect carrying a notice code."""
+        current = session(request)
+        if current is None:
+            return redirect("/portal/", "expired")
+        who, cookie = current
+        if not hmac.compare_digest(csrf, csrf_token(cookie)):
+            return redirect(item_url(item_id), "csrf")
+        try:
+            action(who)
+        except ApiError as exc:
+            if exc.status == 404:
+                return redirect("/portal/")
+            return redirect(item_url(item_id), exc.code)
+        return redirect(item_url(item_id), done)
+
+    @app.post("/portal/items/{item_id}/acknowledge", include_in_schema=False)
+    def portal_acknowledge(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
+                           note: Annotated[str, Form()] = ""):
+        return act(request, item_id, csrf, lambda who: store.acknowledge(who, item_id, note.strip() or None), "acknowledged")
+
+    @app.post("/portal/items/{item_id}/comment", include_in_schema=False)
+    def portal_comment(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
+                       body: Annotated[str, Form()] = ""):
+        if not body.strip():
+            return redirect(item_url(item_id), "empty")
+        return act(request, item_id, csrf, lambda who: store.add_comment(who, item_id, body.strip(), "partner"), "commented")
+
+    @app.post("/portal/items/{item_id}/transition", include_in_schema=False)
+    def portal_transition(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
+                          to: Annotated[str, Form()] = "", comment: Annotated[str, Form()] = ""):
+        if to not in TRANSITIONS:
+            return redirect(item_url(item_id), "illegal_transition")
+        return act(request, item_id, csrf, lambda who: store.transition(who, item_id, to, comment.strip() or None), "moved")
+
+    @app.post("/portal/items/{item_id}/attach", include_in_schema=False)
+    def portal_attach(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
+                      file: Annotated[UploadFile | None, File()] = None):
+        if file is None or not file.filename:
+            return redirect(item_url(item_id), "no_file")
+        content = file.file.read(store.seed.attachment_max_bytes + 1)
+        name = os.path.basename(file.filename.replace("\\", "/"))[:255] or "attachment"
+        return act(request, item_id, csrf, lambda who: store.add_attachment(
+            who, item_id, name, file.content_type or "application/octet-stream", content, None), "attached")
+
+    @app.get("/portal/items/{item_id}/attachments/{attachment_id}", include_in_schema=False)
+    def portal_download(request: Request, item_id: str, attachment_id: str):
+        current = session(request)
+        if current is None:
+            return redirect("/portal/", "expired")
+        try:
+            meta, content = store.attachment_content(current[0], item_id, attachment_id)
+        except ApiError:
+            return Response("not found", status_code=404, media_type="text/plain")
+        filename = meta["filename"].replace('"', "").encode("latin-1", "replace").decode("latin-1")
+        return Response(content, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Principal
@@ -159,6 +159,17 @@ def event_to_dict(row: Any) -> dict[str, Any]:
 
 _ATTACHMENT_META = [c for c in attachments.c if c.name != "content"]
 
+# Hot-path statements built once: parameters go in at execute time, so nothing is coerced or re-keyed per request.
+_CLOCK = communities.c.clock_us
+_TICK = (
+    update(communities)
+    .where(communities.c.id == bindparam("community_id"))
+    .values(clock_us=case((_CLOCK + 1 > bindparam("now"), _CLOCK + 1), else_=bindparam("now")))
+    .returning(_CLOCK)
+)
+_INSERT_ITEM = insert(items)
+_INSERT_EVENT = insert(events)
+
 
 class Store:
     """All reads and writes of one community. Writes are serialised on the community's clock row."""
@@ -187,29 +198,14 @@ class Store:
     def _tick(self, conn) -> int:
         """Next write timestamp: strictly after every earlier one. Takes the community row lock, so
         writes commit in timestamp order and a (updated_at, id) cursor never passes an uncommitted write."""
-        now = now_us()
-        clock = communities.c.clock_us
-        return conn.execute(
-            update(communities)
-            .where(communities.c.id == self.community_id)
-            .values(clock_us=case((clock + 1 > now, clock + 1), else_=now))
-            .returning(clock)
-        ).scalar_one()
+        return conn.execute(_TICK, {"community_id": self.community_id, "now": now_us()}).scalar_one()
 
     def _event(self, conn, item_row_or_dict: Any, kind: str, actor: str, at_us: int, data: dict, internal: bool = False) -> None:
         get = item_row_or_dict.get if isinstance(item_row_or_dict, dict) else item_row_or_dict._mapping.get
-        conn.execute(
-            insert(events).values(
-                community_id=self.community_id,
-                item_id=get("id"),
-                partner_id=get("partner_id"),
-                kind=kind,
-                actor=actor,
-                at_us=at_us,
-                data_json=json.dumps(data, separators=(",", ":")),
-                internal=internal,
-            )
-        )
+        conn.execute(_INSERT_EVENT, {
+            "community_id": self.community_id, "item_id": get("id"), "partner_id": get("partner_id"), "kind": kind,
+            "actor": actor, "at_us": at_us, "data_json": json.dumps(data, separators=(",", ":")), "internal": internal,
+        })
 
     def _visible(self, principal: Principal):
         cond = items.c.community_id == self.community_id
@@ -263,7 +259,7 @@ class Store:
                         updated_us=ts,
                         version=1,
                     )
-                    conn.execute(insert(items).values(**values))
+                    conn.execute(_INSERT_ITEM, values)
                     self._event(conn, values, "item.created", principal.client_id, ts,
                                 {"status": "open", "external_ref": values["external_ref"]})
                 return item_to_dict(_Row(values)), True
