@@ -18,7 +18,9 @@ MISSING_COLUMNS = "missing_columns"  # required columns of the suite not in the 
 DUPLICATE_COLUMNS = "duplicate_columns"  # the same column name twice in the header
 TRUNCATED = "truncated"  # last record cut short, or a quote left open at end of file
 FIELD_COUNT_MISMATCH = "field_count_mismatch"  # a record (not the last) with too few / too many fields
+MALFORMED_CSV = "malformed_csv"  # broken quoting the csv module rejects (e.g. '"a"b'), or a giant field
 NOT_XLSX = "not_xlsx"  # declared XLSX but not a readable workbook
+UNREADABLE = "unreadable"  # any other failure while reading (logged with its traceback)
 FORMULA_CELLS = "formula_cells"  # cells starting with = + - @ tab CR (CSV/formula injection)
 
 # Validation (the table was read, the content breaks the suite).
@@ -36,7 +38,9 @@ READ_REASON_CODES = frozenset(
         DUPLICATE_COLUMNS,
         TRUNCATED,
         FIELD_COUNT_MISMATCH,
+        MALFORMED_CSV,
         NOT_XLSX,
+        UNREADABLE,
         FORMULA_CELLS,
     }
 )

@@ -26,9 +26,30 @@ What a successful read guarantees (and what each failure is called, see :mod:`in
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from include.checks.errors import (
+    DUPLICATE_COLUMNS,
+    EMPTY,
+    FIELD_COUNT_MISMATCH,
+    FORMULA_CELLS,
+    HEADER_ONLY,
+    LINE_TOO_LONG,
+    MALFORMED_CSV,
+    MISSING_COLUMNS,
+    NOT_UTF8,
+    NOT_XLSX,
+    TRUNCATED,
+    WRONG_DELIMITER,
+    ZERO_BYTES,
+    UnreadableFile,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -39,6 +60,28 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 #: How many formula cell locations an error / result lists.
 MAX_FORMULA_LOCATIONS = 20
+
+
+
+_NUMBER_TEXT = r"\s*[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?\s*"
+_BLOCK = 1 << 20
+_OTHER_DELIMITERS = (";", "\t", "|", ",")
+_BOMS_NOT_UTF8 = {
+    b"\xff\xfe\x00\x00": "UTF-32 (little-endian)",
+    b"\x00\x00\xfe\xff": "UTF-32 (big-endian)",
+    b"\xff\xfe": "UTF-16 (little-endian)",
+    b"\xfe\xff": "UTF-16 (big-endian)",
+}
+
+
+@dataclass
+class _Prescan:
+    """What one binary pass over a CSV learned (see _prescan_csv)."""
+
+    size: int
+    has_bom: bool
+    lines: int
+    formula_candidates: bool  # some field may start with a formula character: scan the cells
 
 
 def read_table(
@@ -61,7 +104,14 @@ def read_table(
     :raises UnreadableFile: with a reason code from :mod:`include.checks.errors`.
     :raises FileNotFoundError: the path does not exist (a caller bug, not bad input).
     """
-    raise NotImplementedError
+    chunks = list(
+        _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet)
+    )
+    if len(chunks) == 1:
+        return chunks[0]
+    import pandas as pd
+
+    return pd.concat(chunks)
 
 
 def iter_table_chunks(
@@ -80,9 +130,395 @@ def iter_table_chunks(
 
     The index continues across chunks (row ``i`` of the file has index ``i`` in whichever chunk), so
     locations stay file-wide. All whole-file checks (pre-scan, header, field counts) run before the
-    first chunk is yielded, so a bad file fails before any chunk is processed.
+    first chunk is yielded, so a bad file fails before any chunk is processed; only formula cells
+    (``formulas="reject"``) are found chunk by chunk.
     """
-    raise NotImplementedError
+    if not chunksize or chunksize < 1:
+        raise ValueError("chunksize must be a positive number of rows")
+    return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet)
+
+
+def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet):
+    """Run every whole-file check eagerly, then return an iterator of DataFrames."""
+    if formulas not in ("reject", "allow"):
+        raise ValueError("formulas must be 'reject' or 'allow'")
+    path = Path(path)
+    size = path.stat().st_size  # FileNotFoundError on purpose: a caller bug, not bad input
+    if size == 0:
+        raise UnreadableFile(ZERO_BYTES, "the file is empty (0 bytes); often an upload that did not finish")
+    if fmt == "csv":
+        frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes)
+    elif fmt == "xlsx":
+        frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet), True
+    else:
+        raise ValueError(f"unsupported format {fmt!r} (csv or xlsx)")
+    if formulas == "reject" and candidates:
+        return _rejecting_formulas(frames)
+    return frames
+
+
+def _rejecting_formulas(frames):
+    for frame in frames:
+        count, cells = find_formula_cells(frame)
+        if count:
+            shown = ", ".join(f"{c['column']} row {c['row']} ({c['value']!r})" for c in cells[:5])
+            raise UnreadableFile(
+                FORMULA_CELLS,
+                f"{count} cell(s) start with = + - @ or a control character and would run as spreadsheet "
+                f"formulas: {shown}",
+                {"count": count, "cells": cells},
+            )
+        yield frame
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+
+
+def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes):
+    scan = _prescan_csv(path, delimiter, encoding, max_line_bytes)
+    text_encoding = "utf-8-sig" if scan.has_bom else encoding
+    header = _csv_header(path, delimiter, text_encoding, required_columns)
+    _check_records(path, delimiter, text_encoding, len(header), max_line_bytes)
+
+    import pandas as pd
+
+    reader = pd.read_csv(
+        path,
+        sep=delimiter,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],  # an empty cell is missing; "NA", "null", "n/a" stay text (they may be codes)
+        encoding=text_encoding,
+        encoding_errors="strict",
+        skip_blank_lines=True,
+        engine="c",
+        chunksize=chunksize,
+    )
+
+    def frames():
+        try:
+            chunks = reader if chunksize else [reader]
+            for frame in chunks:
+                frame.columns = header  # names stripped of surrounding blanks
+                yield frame
+        except (pd.errors.ParserError, ValueError) as exc:  # the csv pass should have caught it
+            raise UnreadableFile(MALFORMED_CSV, f"pandas could not parse the file: {_short(exc)}") from exc
+
+    return frames(), scan.formula_candidates
+
+
+def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int) -> _Prescan:
+    """One binary pass in bounded blocks: encoding, line length, blank file, formula candidates."""
+    block_size = max(1, min(_BLOCK, max_line_bytes))
+    delim = re.escape(delimiter.encode("ascii"))
+    # A field starts at the file start, after a line break or after the delimiter; it may be quoted.
+    candidate = re.compile(rb'(?:^|[\n' + delim + rb'])[ ]*"?[=+\-@\t]|"\r')
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    lines = 0  # line breaks seen before the current block
+    since_newline = 0  # bytes of the current (unfinished) line before the current block
+    offset = 0
+    has_bom = False
+    nonblank = False
+    candidates = False
+    tail = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(block_size):
+            if offset == 0:
+                for bom, name in _BOMS_NOT_UTF8.items():
+                    if block.startswith(bom):
+                        raise UnreadableFile(
+                            NOT_UTF8,
+                            f"the file is {name} (byte order mark {bom.hex(' ')}); expected {encoding}",
+                            {"encoding_found": name},
+                        )
+                if block.startswith(codecs.BOM_UTF8) and encoding.replace("_", "-").lower() in ("utf-8", "utf8", "utf-8-sig"):
+                    has_bom = True
+                    block = block[3:]
+                    offset = 3
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                bad_at = max(0, exc.start - len(getattr(decoder, "buffer", b"") or b""))
+                line = lines + block.count(b"\n", 0, bad_at) + 1
+                bad = exc.object[exc.start : exc.end][:4]
+                raise UnreadableFile(
+                    NOT_UTF8,
+                    f"byte(s) {bad.hex(' ')} at line {line} (byte offset {offset + bad_at}) are not valid "
+                    f"{encoding}; the file looks like another encoding (e.g. cp1252/latin-1). Ask the "
+                    f"partner for {encoding}, or configure the partner's encoding explicitly",
+                    {"line": line, "byte_offset": offset + bad_at, "bytes": bad.hex()},
+                ) from None
+            first = block.find(b"\n")
+            if first == -1:
+                since_newline += len(block)
+            else:
+                since_newline += first
+            if since_newline > max_line_bytes:
+                raise UnreadableFile(
+                    LINE_TOO_LONG,
+                    f"line {lines + 1} is longer than {max_line_bytes:,} bytes without a line break "
+                    f"(file size {path.stat().st_size:,} bytes); not a line-based CSV",
+                    {"line": lines + 1, "max_line_bytes": max_line_bytes},
+                )
+            if first != -1:
+                since_newline = len(block) - block.rfind(b"\n") - 1
+                lines += block.count(b"\n")
+            if not nonblank and block.strip():
+                nonblank = True
+            if not candidates and candidate.search(tail + block if offset else block):
+                candidates = True
+            tail = block[-8:]
+            offset += len(block)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise UnreadableFile(
+                NOT_UTF8,
+                f"the file ends in the middle of a multi-byte {encoding} character (cut off?)",
+                {"line": lines + 1, "byte_offset": offset},
+            ) from None
+    if not nonblank:
+        raise UnreadableFile(EMPTY, "the file contains no data, only blank lines or whitespace")
+    return _Prescan(size=offset, has_bom=has_bom, lines=lines, formula_candidates=candidates)
+
+
+def _csv_header(path: Path, delimiter: str, encoding: str, required_columns) -> list[str]:
+    """Parse the first non-blank line as the header and check it against the required columns."""
+    with open(path, encoding=encoding, newline="") as fh:
+        header_line = None
+        for line in fh:
+            if line.strip():
+                if header_line is None:
+                    header_line = line
+                else:
+                    break
+        else:
+            if header_line is None:
+                raise UnreadableFile(EMPTY, "the file contains no data, only blank lines or whitespace")
+            raise UnreadableFile(HEADER_ONLY, "the file has a header line but no data rows")
+    names = [n.strip() for n in next(csv.reader([header_line], delimiter=delimiter))]
+    return _check_header(names, delimiter, required_columns, header_line.strip())
+
+
+def _check_header(names: list[str], delimiter: str | None, required_columns, raw_header: str) -> list[str]:
+    required = list(required_columns or [])
+    if delimiter and len(names) == 1 and len(required) != 1:
+        others = [d for d in _OTHER_DELIMITERS if d != delimiter and d in names[0]]
+        if others:
+            found = max(others, key=names[0].count)
+            expected = ", ".join(required) if required else "several columns"
+            raise UnreadableFile(
+                WRONG_DELIMITER,
+                f"expected columns {_excerpt(expected, 120)} separated by {delimiter!r}; found one column "
+                f"{_excerpt(raw_header, 80)!r} — the file looks {found!r}-separated",
+                {"expected_delimiter": delimiter, "found_delimiter": found, "header": _excerpt(raw_header, 200)},
+            )
+    seen, dupes = set(), []
+    for n in names:
+        if n and n in seen:
+            dupes.append(n)
+        seen.add(n)
+    if dupes:
+        raise UnreadableFile(
+            DUPLICATE_COLUMNS,
+            f"column(s) {', '.join(map(repr, dupes))} appear more than once in the header",
+            {"duplicates": dupes},
+        )
+    missing = [c for c in required if c not in seen]
+    if missing:
+        raise UnreadableFile(
+            MISSING_COLUMNS,
+            f"missing required column(s) {', '.join(missing)}; found {_excerpt(', '.join(names), 200)}",
+            {"missing": missing, "found": names},
+        )
+    return names
+
+
+def _check_records(path: Path, delimiter: str, encoding: str, width: int, max_line_bytes: int) -> None:
+    """Every record has ``width`` fields; quotes are closed (pandas pads short rows silently)."""
+    if csv.field_size_limit() < max_line_bytes:
+        csv.field_size_limit(max_line_bytes)
+    bad = None  # (record number, line, field count) of a wrong record, decided when we know if it is last
+    record = 0
+    with open(path, encoding=encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        try:
+            for fields in reader:
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line: pandas skips it too
+                record += 1
+                if bad:
+                    break
+                if record > 1 and len(fields) != width:
+                    bad = (record, reader.line_num, len(fields))
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise UnreadableFile(
+                    TRUNCATED,
+                    f"a quoted field is never closed: the file ends inside quotes (row {record + 1}, "
+                    f"after line {reader.line_num}); the file was probably cut off",
+                    {"row": record + 1, "line": reader.line_num},
+                ) from None
+            raise UnreadableFile(
+                MALFORMED_CSV,
+                f"line {reader.line_num}: {exc}",
+                {"line": reader.line_num},
+            ) from None
+    if bad is None:
+        if record < 2:
+            raise UnreadableFile(HEADER_ONLY, "the file has a header line but no data rows")
+        return
+    row, line, count = bad
+    if row == record:  # the wrong record is the last one
+        raise UnreadableFile(
+            TRUNCATED,
+            f"the last row (row {row}, line {line}) has {count} field(s), the header has {width}; "
+            f"the file was probably cut off",
+            {"row": row, "line": line, "fields": count, "expected_fields": width},
+        )
+    raise UnreadableFile(
+        FIELD_COUNT_MISMATCH,
+        f"row {row} (line {line}) has {count} field(s), the header has {width}",
+        {"row": row, "line": line, "fields": count, "expected_fields": width},
+    )
+
+
+# --------------------------------------------------------------------------------------------- XLSX
+
+
+def _open_xlsx(path: Path, chunksize, required_columns, sheet):
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=False)  # formulas as text: we flag them
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as exc:
+        raise UnreadableFile(NOT_XLSX, f"not a readable .xlsx workbook: {_short(exc)}") from None
+    except Exception as exc:  # openpyxl raises its own InvalidFileException and friends
+        raise UnreadableFile(NOT_XLSX, f"not a readable .xlsx workbook: {type(exc).__name__}") from None
+    try:
+        worksheet = workbook[sheet] if sheet else workbook.worksheets[0]
+    except (KeyError, IndexError):
+        workbook.close()
+        raise UnreadableFile(NOT_XLSX, f"the workbook has no sheet {sheet!r}" if sheet else "the workbook has no sheet") from None
+
+    rows = worksheet.iter_rows(values_only=True)
+    header = None
+    header_row = 0
+    for number, values in enumerate(rows, start=1):
+        if any(v is not None and str(v).strip() for v in values):
+            header, header_row = [_xlsx_text(v) or "" for v in values], number
+            break
+    if header is None:
+        workbook.close()
+        raise UnreadableFile(EMPTY, "the workbook's sheet is empty")
+    while header and not header[-1]:
+        header.pop()
+    names = _check_header([n.strip() for n in header], None, required_columns, ", ".join(header))
+    width = len(names)
+
+    def frames():
+        import pandas as pd
+
+        buffer, index, count = [], [], 0
+        try:
+            for number, values in enumerate(rows, start=header_row + 1):
+                cells = [_xlsx_text(v) for v in values]
+                if not any(c is not None and c != "" for c in cells):
+                    continue
+                if any(c not in (None, "") for c in cells[width:]):
+                    raise UnreadableFile(
+                        FIELD_COUNT_MISMATCH,
+                        f"row {number} has values beyond the last header column ({width} columns)",
+                        {"row": number, "expected_fields": width},
+                    )
+                cells = (cells + [None] * width)[:width]
+                buffer.append([None if c == "" else c for c in cells])
+                index.append(number - 2)  # spreadsheet row = index + 2, like CSV
+                count += 1
+                if chunksize and len(buffer) >= chunksize:
+                    yield pd.DataFrame(buffer, columns=names, index=index, dtype=object)
+                    buffer, index = [], []
+            if count == 0:
+                raise UnreadableFile(HEADER_ONLY, "the sheet has a header row but no data rows")
+            if buffer or not chunksize:
+                yield pd.DataFrame(buffer, columns=names, index=index, dtype=object)
+        finally:
+            workbook.close()
+
+    return frames()
+
+
+def _xlsx_text(value) -> str | None:
+    """A cell value as the text a partner sees; dates as ISO 8601, formulas as their formula text."""
+    import datetime as dt
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time(0) else value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    text = getattr(value, "text", None)  # openpyxl ArrayFormula / DataTableFormula
+    return text if isinstance(text, str) else str(value)
+
+
+def read_column_rows(
+    path: str | Path,
+    fmt: str,
+    column: str,
+    rows: Sequence[int],
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    chunksize: int = 200_000,
+) -> dict[int, str]:
+    """Text of ``column`` at the given row indexes of an already checked file (second, column-only pass).
+
+    Used by chunked validation to show sample values of duplicates found across chunks; reads only
+    until the last wanted row. Index numbering matches :func:`iter_table_chunks`.
+    """
+    import pandas as pd
+
+    wanted = set(rows)
+    last = max(wanted) if wanted else -1
+    found: dict[int, str] = {}
+    if fmt == "xlsx":
+        frames = _open_xlsx(Path(path), chunksize, [column], None)
+    else:
+        with open(path, "rb") as fh:
+            has_bom = fh.read(3) == codecs.BOM_UTF8
+        header = _csv_header(Path(path), delimiter, "utf-8-sig" if has_bom else encoding, [column])
+        frames = pd.read_csv(
+            path,
+            sep=delimiter,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig" if has_bom else encoding,
+            usecols=[header.index(column)],
+            skip_blank_lines=True,
+            chunksize=chunksize,
+        )
+    for frame in frames:
+        series = frame.iloc[:, 0] if fmt != "xlsx" else frame[column]
+        hit = series[series.index.isin(wanted)]
+        found.update((int(i), str(v)) for i, v in hit.items())
+        if len(series) and series.index[-1] >= last:
+            break
+    return found
+
+
+# ------------------------------------------------------------------------------------------ formulas
 
 
 def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) -> tuple[int, list[dict[str, Any]]]:
@@ -91,4 +527,29 @@ def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) 
     ``row`` is the spreadsheet row number (header = 1, so index ``i`` is row ``i + 2``), ``value`` a
     short excerpt. Plain numbers with a sign are not formula cells.
     """
-    raise NotImplementedError
+    total = 0
+    hits: list[tuple[int, int, str, str]] = []
+    for position, column in enumerate(df.columns):
+        series = df[column]
+        if series.dtype.kind in "biufcmM":  # already typed: cannot hold formula text
+            continue
+        text = series if series.dtype != object else series.where(series.map(type) == str)
+        starts = text.str.startswith(FORMULA_PREFIXES, na=False).to_numpy(dtype=bool)
+        if not starts.any():
+            continue
+        candidates = text[starts]
+        formulas = candidates[~candidates.str.fullmatch(_NUMBER_TEXT, na=False).to_numpy(dtype=bool)]
+        total += len(formulas)
+        for index, value in formulas.head(limit).items():
+            hits.append((int(index), position, str(column), value))
+    hits.sort()
+    cells = [{"row": i + 2, "column": c, "value": _excerpt(v, 40)} for i, _, c, v in hits[:limit]]
+    return total, cells
+
+
+def _excerpt(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(exc: BaseException) -> str:
+    return _excerpt(" ".join(str(exc).split()), 200)

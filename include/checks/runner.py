@@ -11,17 +11,50 @@ check) -> great-expectations -> :class:`CheckReport`. A file that cannot be read
 """
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from include.checks.report import CheckReport
-from include.checks.suites import SuiteSpec
+from include.checks.errors import UNREADABLE, UnreadableFile
+from include.checks.reading import (
+    DEFAULT_MAX_LINE_BYTES,
+    find_formula_cells,
+    iter_table_chunks,
+    read_column_rows,
+    read_table,
+)
+from include.checks.report import CheckReport, ExpectationResult, _cut
+from include.checks.suites import ExpectationSpec, SuiteSpec, build_gx_suite, gx_expectation_class, load_suite
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+log = logging.getLogger(__name__)
+
 #: Distinct sample values kept per failed expectation.
 DEFAULT_SAMPLE_SIZE = 5
+#: How many unexpected values great-expectations lists per expectation (samples are picked from them).
+_PARTIAL_UNEXPECTED = 50
+#: Expectations whose result over the whole file is the merge of per-chunk results only with help.
+_UNIQUE = "expect_column_values_to_be_unique"
+_ROW_COUNT = ("expect_table_row_count_to_be_between", "expect_table_row_count_to_equal")
+_SHAPE = (
+    "expect_column_to_exist",
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_table_column_count_to_be_between",
+    "expect_table_column_count_to_equal",
+)
+_NOT_PER_ROW = ("expect_compound_columns_to_be_unique",)  # multicolumn, but uniqueness spans chunks
+
+_gx_lock = threading.Lock()
+_gx_state: dict[str, Any] = {}
+_gx_suites: dict[str, Any] = {}
 
 
 def validate_file(
@@ -35,22 +68,57 @@ def validate_file(
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     file_name: str | None = None,
     suites_dir: str | Path | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> CheckReport:
     """Read ``path`` and validate it against suite ``suite_name``; never raises for bad file content.
 
     :param fmt, delimiter, encoding: override the suite's (e.g. from the partner registry); ``fmt``
-        defaults to the suite's, or ``xlsx`` when the file name ends in .xlsx.
+        defaults to ``xlsx`` when the file name ends in .xlsx, else the suite's.
     :param chunksize: validate in chunks of this many rows (bounded memory for big files). Column map
         expectations are merged by summing; ``expect_column_values_to_be_unique`` is checked across
-        chunks on 64-bit hashes of the key column; ``expect_table_row_count_to_be_between`` and
-        ``expect_table_columns_to_match_*``/``expect_column_to_exist`` are checked once on the whole;
-        other aggregate expectations are rejected with ``ValueError`` in chunked mode.
+        chunks on 64-bit hashes of the key column; ``expect_table_row_count_*`` on the total and
+        ``expect_table_columns_*``/``expect_column_to_exist`` once on the first chunk; other aggregate
+        expectations are rejected with ``ValueError`` in chunked mode.
     :param file_name: the name shown in the report (default: the path's name). Use the partner's
         original name, not a temporary download path.
     :raises UnknownSuite / InvalidSuite: configuration errors.
     :raises FileNotFoundError: the path does not exist.
     """
-    raise NotImplementedError
+    started = time.perf_counter()
+    spec = load_suite(suite_name, suites_dir)
+    path = Path(path)
+    if fmt is None:
+        fmt = "xlsx" if path.name.lower().endswith(".xlsx") else spec.format
+    options = dict(
+        delimiter=delimiter or spec.delimiter,
+        encoding=encoding or spec.encoding,
+        required_columns=spec.required_columns,
+        formulas="allow",  # reported as a failed check next to the others, not as a read error
+        max_line_bytes=max_line_bytes,
+    )
+    report_name = file_name if file_name is not None else path.name
+    if chunksize:
+        _check_chunkable(spec)
+    try:
+        if chunksize:
+            frames = iter_table_chunks(path, fmt, chunksize=chunksize, **options)
+        else:
+            frames = iter([read_table(path, fmt, **options)])
+
+        def reread(column: str, rows: list[int]) -> dict[int, str]:
+            return read_column_rows(path, fmt, column, rows, delimiter=options["delimiter"], encoding=options["encoding"])
+
+        return _validate_frames(
+            frames, spec, sample_size, report_name, started, chunked=bool(chunksize), reread=reread
+        )
+    except UnreadableFile as exc:
+        return _read_error_report(spec, report_name, exc.to_dict(), started)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # a reader failure we did not foresee: report it, keep the file
+        log.exception("unexpected error while reading %s for suite %s", report_name, spec.name)
+        error = {"reason_code": UNREADABLE, "message": f"the file could not be read ({type(exc).__name__})", "details": {}}
+        return _read_error_report(spec, report_name, error, started)
 
 
 def validate_dataframe(
@@ -61,10 +129,404 @@ def validate_dataframe(
     file_name: str = "<dataframe>",
     suites_dir: str | Path | None = None,
 ) -> CheckReport:
-    """Validate an in-memory DataFrame of text cells (as returned by ``read_table``) against a suite."""
-    raise NotImplementedError
+    """Validate an in-memory DataFrame of text cells (as returned by ``read_table``) against a suite.
+
+    Missing required columns give a report with a ``missing_columns`` read error.
+    """
+    started = time.perf_counter()
+    spec = suite_name if isinstance(suite_name, SuiteSpec) else load_suite(suite_name, suites_dir)
+    missing = [c for c in spec.required_columns if c not in df.columns]
+    if missing:
+        exc = UnreadableFile("missing_columns", f"missing required column(s) {', '.join(missing)}", {"missing": missing})
+        return _read_error_report(spec, file_name, exc.to_dict(), started)
+    return _validate_frames(iter([df]), spec, sample_size, file_name, started, chunked=False)
 
 
 def gx_context():
     """The per-process ephemeral GX context with the pandas datasource used by the runner (cached)."""
-    raise NotImplementedError
+    return _gx()["context"]
+
+
+def _gx() -> dict[str, Any]:
+    with _gx_lock:
+        if not _gx_state:
+            started = time.perf_counter()
+            # No usage statistics from workers (and no network calls that could hang a task).
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            asset = context.data_sources.add_pandas(name="file_checks").add_dataframe_asset(name="partner_file")
+            _gx_state.update(
+                context=context,
+                batch_definition=asset.add_batch_definition_whole_dataframe("whole_frame"),
+                setup_seconds=time.perf_counter() - started,
+            )
+        return _gx_state
+
+
+def _gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec]):
+    """Built GX suites cached per process, keyed by content (a changed JSON is a new key)."""
+    key = json.dumps(
+        [spec.name, [[spec.expectations.index(e), e.type, e.kwargs] for e in expectations]], sort_keys=True, default=str
+    )
+    with _gx_lock:
+        suite = _gx_suites.get(key)
+    if suite is None:
+        suite = build_gx_suite(spec, expectations)
+        with _gx_lock:
+            _gx_suites[key] = suite
+    return suite
+
+
+def _check_chunkable(spec: SuiteSpec) -> None:
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
+    for expectation in spec.expectations:
+        if expectation.type in (_UNIQUE, *_ROW_COUNT, *_SHAPE):
+            continue
+        cls = gx_expectation_class(expectation.type)
+        per_row = issubclass(cls, (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation))
+        if not per_row or expectation.type in _NOT_PER_ROW:
+            raise ValueError(
+                f"suite {spec.name!r}: {expectation.type} looks at the whole column and cannot be merged "
+                "across chunks; validate without chunksize or drop it from the suite"
+            )
+
+
+def _read_error_report(spec: SuiteSpec, file_name: str, error: dict[str, Any], started: float) -> CheckReport:
+    return CheckReport(
+        suite=spec.name,
+        file_name=file_name,
+        passed=False,
+        read_error=error,
+        chunks=0,
+        timings={"total_seconds": round(time.perf_counter() - started, 4)},
+    )
+
+
+@dataclass
+class _Merged:
+    """One check's results summed over chunks."""
+
+    expectation_type: str
+    column: str | None
+    kwargs: dict[str, Any]
+    meaning: str = ""
+    source: str = "gx"
+    element_count: int = 0
+    nonmissing_count: int = 0
+    unexpected_count: int = 0
+    counted: bool = False  # a per-row check (has unexpected counts)
+    success: bool = True
+    samples: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    observed_value: Any = None
+    error: str | None = None
+
+    def add(self, *, element_count, nonmissing_count, unexpected_count, samples, rows, sample_size):
+        self.counted = True
+        self.element_count += element_count
+        self.nonmissing_count += nonmissing_count
+        self.unexpected_count += unexpected_count
+        for value in samples:
+            if len(self.samples) >= sample_size:
+                break
+            if value not in self.samples:
+                self.samples.append(value)
+        self.rows.extend(rows[: max(0, sample_size - len(self.rows))])
+
+    def result(self) -> ExpectationResult:
+        percent = None
+        if self.counted and self.nonmissing_count:
+            percent = round(100.0 * self.unexpected_count / self.nonmissing_count, 4)
+        elif self.counted:
+            percent = 0.0
+        return ExpectationResult(
+            expectation_type=self.expectation_type,
+            success=self.success and self.error is None,
+            column=self.column,
+            kwargs=self.kwargs,
+            element_count=self.element_count if self.counted else None,
+            unexpected_count=self.unexpected_count if self.counted else None,
+            unexpected_percent=percent,
+            sample_values=self.samples,
+            sample_rows=self.rows,
+            observed_value=self.observed_value,
+            error=self.error,
+            meaning=self.meaning,
+            source=self.source,
+        )
+
+
+def _validate_frames(
+    frames, spec: SuiteSpec, sample_size: int, file_name: str, started: float, *, chunked: bool, reread=None
+):
+    """Run the built-in checks and GX on each frame and merge; reading errors propagate to the caller."""
+    import pandas as pd
+
+    timings = {"read_seconds": 0.0, "convert_seconds": 0.0, "gx_seconds": 0.0}
+    state = _gx()
+    gx_setup = state.pop("setup_seconds", 0.0)
+    if gx_setup:
+        timings["gx_setup_seconds"] = round(gx_setup, 4)
+
+    typed_columns = [c for c in spec.columns if c.type != "string"]
+    merged_formulas = _Merged("no_formula_cells", None, {}, meaning="no cell runs as a spreadsheet formula", source="checks")
+    merged_parse = {
+        c.name: _Merged(
+            f"values_parse_as_{c.type}",
+            c.name,
+            {"format": c.format} if c.format else {},
+            meaning=f"every {c.name} is a {c.type}" + (f" ({c.format})" if c.format else ""),
+            source="checks",
+        )
+        for c in typed_columns
+    }
+    merged = {
+        i: _Merged(e.type, e.column, dict(e.kwargs), meaning=e.meaning) for i, e in enumerate(spec.expectations)
+    }
+    unique_hashes: dict[int, list] = {}  # chunked only: expectation index -> [(hashes, index), ...]
+    formula_cells: list[dict[str, Any]] = []
+    rows = 0
+    chunks = 0
+    columns: list[str] = []
+
+    tick = time.perf_counter()
+    for frame in frames:
+        timings["read_seconds"] += time.perf_counter() - tick
+        chunks += 1
+        rows += len(frame)
+        if chunks == 1:
+            columns = [str(c) for c in frame.columns]
+
+        tick = time.perf_counter()
+        count, cells = find_formula_cells(frame)
+        merged_formulas.add(
+            element_count=frame.size,
+            nonmissing_count=int(frame.notna().to_numpy().sum()),
+            unexpected_count=count,
+            samples=[c["value"] for c in cells],
+            rows=[c["row"] for c in cells],
+            sample_size=sample_size,
+        )
+        formula_cells.extend(cells[: max(0, 20 - len(formula_cells))])
+        typed = frame.copy(deep=False)
+        for column in typed_columns:
+            if column.name not in frame.columns:
+                continue
+            values, bad = _convert(frame[column.name], column)
+            typed[column.name] = values
+            bad_values = frame[column.name][bad]
+            merged_parse[column.name].add(
+                element_count=len(frame),
+                nonmissing_count=int(frame[column.name].notna().sum()),
+                unexpected_count=int(bad.sum()),
+                samples=[_cut(v) for v in bad_values.head(_PARTIAL_UNEXPECTED).drop_duplicates().tolist()],
+                rows=[int(i) + 2 for i in bad_values.index[:sample_size]],
+                sample_size=sample_size,
+            )
+        timings["convert_seconds"] += time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        run = []
+        for i, expectation in enumerate(spec.expectations):
+            if chunked and expectation.type == _UNIQUE:
+                column = expectation.kwargs["column"]
+                values = typed[column].dropna()
+                hashes = pd.util.hash_pandas_object(values, index=False).to_numpy()
+                unique_hashes.setdefault(i, []).append((hashes, values.index.to_numpy(dtype="int64")))
+            elif chunked and expectation.type in _ROW_COUNT:
+                continue  # decided on the total below
+            elif chunked and chunks > 1 and expectation.type in _SHAPE:
+                continue  # every chunk has the same columns
+            else:
+                run.append(expectation)
+        if run:
+            batch = state["batch_definition"].get_batch(batch_parameters={"dataframe": typed})
+            outcome = batch.validate(
+                _gx_suite(spec, run),
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_UNEXPECTED},
+            )
+            for gx_result in outcome.results:
+                index = gx_result.expectation_config.meta["index"]
+                _merge_gx_result(merged[index], gx_result, frame, spec.expectations[index], sample_size, chunked)
+        timings["gx_seconds"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+
+    if chunked:
+        tick = time.perf_counter()
+        for i, parts in unique_hashes.items():
+            wanted = _merge_unique(merged[i], parts, spec.expectations[i], sample_size, rows)
+            if wanted and reread is not None:
+                text = reread(spec.expectations[i].kwargs["column"], wanted)
+                merged[i].samples = [_cut(text[row]) for row in wanted if row in text]
+        for i, expectation in enumerate(spec.expectations):
+            if expectation.type in _ROW_COUNT:
+                _row_count(merged[i], expectation, rows)
+        timings["gx_seconds"] += time.perf_counter() - tick
+
+    merged_formulas.success = merged_formulas.unexpected_count == 0
+    if formula_cells:
+        merged_formulas.observed_value = {"cells": formula_cells}
+        merged_formulas.column = ", ".join(dict.fromkeys(c["column"] for c in formula_cells))
+    for check in merged_parse.values():
+        check.success = check.unexpected_count == 0
+    results = [merged_formulas.result(), *(m.result() for m in merged_parse.values()), *(m.result() for m in merged.values())]
+    timings = {k: round(v, 4) for k, v in timings.items()}
+    timings["total_seconds"] = round(time.perf_counter() - started, 4)
+    return CheckReport(
+        suite=spec.name,
+        file_name=file_name,
+        passed=all(r.success for r in results),
+        rows=rows,
+        columns=columns,
+        results=results,
+        chunks=chunks,
+        timings=timings,
+    )
+
+
+_NUMBER_KINDS = {"number", "integer"}
+
+
+def _convert(raw, column):
+    """Text cells -> typed values for GX, and the mask of non-empty cells that did not convert."""
+    import numpy as np
+    import pandas as pd
+
+    present = raw.notna().to_numpy()
+    if column.type in _NUMBER_KINDS:
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        numbers = values.to_numpy()
+        ok = np.isfinite(numbers)  # "nan", "inf" are not numbers a partner meant
+        if column.type == "integer":
+            ok &= np.equal(np.mod(numbers, 1, where=ok, out=np.zeros_like(numbers)), 0)
+        values = values.where(ok)
+    elif column.type == "date":
+        values = pd.to_datetime(raw, format=column.format, errors="coerce")
+        ok = values.notna().to_numpy()
+    else:  # pragma: no cover - guarded by parse_suite
+        raise ValueError(column.type)
+    return values, pd.Series(present & ~ok, index=raw.index)
+
+
+def _merge_gx_result(target: _Merged, gx_result, frame, expectation: ExpectationSpec, sample_size: int, chunked: bool):
+    info = gx_result.exception_info or {}
+    if info.get("raised_exception"):
+        target.error = _cut(info.get("exception_message") or "great-expectations raised an exception", 300)
+        target.success = False
+        return
+    result = gx_result.result or {}
+    if "unexpected_count" in result:
+        indexes = list(result.get("partial_unexpected_index_list") or [])
+        samples = _raw_samples(frame, expectation, indexes) if indexes else [
+            _cut(_plain(v)) for v in result.get("partial_unexpected_list") or []
+        ]
+        element_count = int(result.get("element_count") or 0)
+        target.add(
+            element_count=element_count,
+            nonmissing_count=element_count - int(result.get("missing_count") or 0),
+            unexpected_count=int(result["unexpected_count"] or 0),
+            samples=samples,
+            rows=[int(i) + 2 for i in indexes if isinstance(i, (int,)) or hasattr(i, "__index__")][:sample_size],
+            sample_size=sample_size,
+        )
+        if chunked:
+            mostly = float(expectation.kwargs.get("mostly", 1.0))
+            n = target.nonmissing_count
+            target.success = n == 0 or (1 - target.unexpected_count / n) >= mostly - 1e-12
+        else:
+            target.success = bool(gx_result.success)
+    else:
+        target.observed_value = _plain(result.get("observed_value"))
+        target.success = target.success and bool(gx_result.success)
+
+
+def _raw_samples(frame, expectation: ExpectationSpec, indexes: list) -> list[str]:
+    """The partner's own text at the offending rows (not the converted value GX saw)."""
+    kwargs = expectation.kwargs
+    columns = [kwargs["column"]] if "column" in kwargs else [kwargs[k] for k in ("column_A", "column_B") if k in kwargs]
+    columns = columns or list(kwargs.get("column_list", []))
+    samples = []
+    for index in indexes:
+        try:
+            values = [frame.at[index, c] for c in columns]
+        except KeyError:
+            continue
+        text = " / ".join("∅" if _missing(v) else str(v) for v in values)
+        samples.append(_cut(text))
+    return samples
+
+
+def _merge_unique(target: _Merged, parts, expectation: ExpectationSpec, sample_size: int, rows: int) -> list[int]:
+    """Cross-chunk uniqueness on 64-bit hashes: every row whose value occurs more than once, like GX.
+
+    Returns the row indexes whose values make the samples (first ``sample_size`` distinct duplicated
+    values in file order); the caller reads their text in a second, column-only pass.
+    """
+    import numpy as np
+
+    hashes = np.concatenate([h for h, _ in parts]) if parts else np.empty(0, dtype="uint64")
+    indexes = np.concatenate([i for _, i in parts]) if parts else np.empty(0, dtype="int64")
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    duplicated = counts[inverse] > 1
+    order = np.argsort(indexes[duplicated], kind="stable")
+    dup_rows = indexes[duplicated][order]
+    dup_hashes = hashes[duplicated][order]
+    target.counted = True
+    target.element_count = rows
+    target.nonmissing_count = int(len(hashes))
+    target.unexpected_count = int(duplicated.sum())
+    target.rows = [int(i) + 2 for i in dup_rows[:sample_size]]
+    mostly = float(expectation.kwargs.get("mostly", 1.0))
+    n = target.nonmissing_count
+    target.success = n == 0 or (1 - target.unexpected_count / n) >= mostly - 1e-12
+    wanted, seen = [], set()
+    for row, value_hash in zip(dup_rows.tolist(), dup_hashes.tolist()):
+        if len(seen) >= sample_size:
+            break
+        if value_hash not in seen:
+            seen.add(value_hash)
+            wanted.append(row)
+    return wanted
+
+
+def _row_count(target: _Merged, expectation: ExpectationSpec, rows: int) -> None:
+    kwargs = expectation.kwargs
+    if expectation.type == "expect_table_row_count_to_equal":
+        ok = rows == kwargs["value"]
+    else:
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        ok = (low is None or rows >= low) and (high is None or rows <= high)
+    target.observed_value = rows
+    target.success = bool(ok)
+
+
+def _missing(value) -> bool:
+    try:
+        return value is None or value != value  # NaN / NaT
+    except Exception:  # pragma: no cover - pd.NA comparisons
+        return True
+
+
+def _plain(value):
+    """A GX value as plain JSON data (timestamps as ISO dates, numpy scalars as Python)."""
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        text = value.isoformat()
+        return text[:10] if text.endswith("T00:00:00") else text
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool)) else str(value)

@@ -224,4 +224,31 @@ def build_gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec] | None =
     :param expectations: a subset of ``spec.expectations`` (same objects) to include; default all.
     :raises InvalidSuite: an unknown expectation type or kwargs the expectation class rejects.
     """
-    raise NotImplementedError
+    import great_expectations as gx
+
+    from include.checks.runner import gx_context
+
+    gx_context()  # GX suites need an active (here: the cached ephemeral) data context
+    suite = gx.ExpectationSuite(name=spec.name)
+    wanted = None if expectations is None else {id(e) for e in expectations}
+    for index, expectation in enumerate(spec.expectations):
+        if wanted is not None and id(expectation) not in wanted:
+            continue
+        cls = gx_expectation_class(expectation.type)
+        try:
+            gx_expectation = cls(**expectation.kwargs, meta={"index": index})
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise InvalidSuite(f"suite {spec.name!r}: {expectation.type} rejects its kwargs: {exc}") from exc
+        suite.add_expectation(gx_expectation)
+    return suite
+
+
+def gx_expectation_class(expectation_type: str):
+    """The great-expectations 1.x class for a snake_case expectation type (imports great-expectations)."""
+    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    try:
+        return get_expectation_impl(expectation_type)
+    except ExpectationNotFoundError as exc:
+        raise InvalidSuite(f"unknown great-expectations expectation type {expectation_type!r}") from exc

