@@ -91,26 +91,28 @@ class Services:
                                    + tail(LOGS / f"{name}.log"))
 
     def stop_all(self) -> None:
-        """Ask each group to stop (SIGINT lets airflow standalone stop its components), then insist."""
+        """SIGTERM to every group (each Airflow component shuts down on it), then SIGKILL what is left."""
         for name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 say(f"stopping {name}")
-                _signal_group(proc, signal.SIGINT if name == "airflow" else signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left in a group (a worker that ignored the signal, an orphaned child) goes now.
-        for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
-        time.sleep(1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_group_alive(p) for p in self.procs.values()):
+            for proc in self.procs.values():
+                proc.poll()  # reap the leader so its group can be seen empty
+            time.sleep(0.5)
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGKILL)
-            if proc.poll() is None:
-                proc.wait(timeout=10)
+            proc.wait(timeout=10)
         self.procs.clear()
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
