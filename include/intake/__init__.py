@@ -59,8 +59,8 @@ from include.intake.fetch import FetchResult, fetch_to_file, time_bound, tune_se
 from include.intake.inbox import FetchedFile, PartnerInbox, PollResult, ReadyFile, Rejected, ResumeReport, Waiting
 from include.intake.ledger import Ledger, LedgerEntry, intake_files
 from include.intake.listing import RemoteEntry, list_folder
-from include.intake.moves import rename_retry_safe, unique_suffix
-from include.intake.names import classify_name, is_temporary_name, safe_local_name, unsafe_name_reason
+from include.intake.moves import companion_target, rename_retry_safe, unique_suffix
+from include.intake.names import addressable_name, classify_name, is_temporary_name, safe_local_name, unsafe_name_reason
 
 __all__ = [
     "FetchResult",
@@ -79,7 +79,9 @@ __all__ = [
     "TransferError",
     "TransferTimeout",
     "Waiting",
+    "addressable_name",
     "classify_name",
+    "companion_target",
     "fetch_to_file",
     "intake_files",
     "is_temporary_name",

@@ -141,6 +141,8 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
                 while inflight:  # answers to requests past the end (or after an error): drained, unused
                     wait_for(inflight.popleft()[0])
     except socket.timeout as exc:
+        if time.monotonic() >= deadline - 0.01:
+            raise TransferTimeout(f"fetch of {remote_path} exceeded its time bound after {total} bytes") from exc
         raise TransferTimeout(f"fetch of {remote_path} stalled: no data for {stall_timeout:.0f}s") from exc
     finally:
         try:
@@ -203,7 +205,7 @@ def fetch_to_file(
             if pipelined:
                 tune_session(sftp)
                 size = _pipelined_copy(sftp, remote_path, out, digest, deadline, request_size, max_requests,
-                                       min(stall_timeout, bound))
+                                       max(0.001, min(stall_timeout, deadline - time.monotonic())))
             else:
                 size = _sequential_copy(sftp, remote_path, out, digest, deadline, request_size)
     except TransferError:

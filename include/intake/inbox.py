@@ -18,10 +18,11 @@ from include.intake.errors import LedgerStateError, MoveError, TransferError, Tr
 from include.intake.fetch import fetch_to_file, tune_session
 from include.intake.ledger import Ledger, LedgerEntry
 from include.intake.listing import RemoteEntry, list_folder
-from include.intake.moves import rename_retry_safe, target_path, unique_suffix
+from include.intake.moves import companion_target, rename_retry_safe, target_path, unique_suffix
 from include.intake.names import (
     DONE_SUFFIX,
     MANIFEST_SUFFIX,
+    addressable_name,
     classify_name,
     manifest_digest,
     safe_local_name,
@@ -134,19 +135,6 @@ class ResumeReport:
     reclaimed: list[LedgerEntry] = field(default_factory=list)
 
 
-def _addressable(name: str) -> bool:
-    """Whether a (possibly unsafe) listed name can still be used as a path on the server:
-    control characters are fine in an SFTP path; separators, dot names, NUL and undecodable bytes
-    are not (the path would point elsewhere or not exist)."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or "\ufffd" in name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _entry_id(item: Any) -> int:
     if isinstance(item, int):
         return item
@@ -238,7 +226,7 @@ class PartnerInbox:
             verdict = classify_name(remote.name, readiness.temp_suffixes, names)
             if verdict.kind == "unsafe":
                 rejected = self._reject(remote, verdict.reason or "unsafe file name",
-                                        addressable=_addressable(remote.name))
+                                        addressable=addressable_name(remote.name))
                 if rejected:
                     result.rejected.append(rejected)
                 continue
@@ -462,13 +450,11 @@ class PartnerInbox:
 
     def _execute_move(self, entry: LedgerEntry) -> None:
         """Rename the file and its companions to the recorded targets (retry-safe)."""
-        final_dir, final_name = posixpath.split(entry.final_path)
-        suffix = final_name[len(safe_local_name(entry.file_name, max_len=180)) + 1:]
         rename_retry_safe(self.sftp, entry.remote_path, entry.final_path)
         inbound = posixpath.dirname(entry.remote_path)
         for companion in entry.companions:
             source = posixpath.join(inbound, companion)
-            target = target_path(final_dir, safe_local_name(companion, max_len=190), suffix)
+            target = companion_target(entry.final_path, entry.file_name, companion)
             try:
                 rename_retry_safe(self.sftp, source, target)
             except MoveError:

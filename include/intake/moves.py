@@ -27,6 +27,22 @@ def target_path(folder: str, name: str, suffix: str) -> str:
     return posixpath.join(folder, f"{name}.{suffix}")
 
 
+def companion_target(final_path: str, file_name: str, companion: str) -> str:
+    """Where a marker/manifest goes: next to the moved file, ``<final name><companion ending>``,
+    e.g. ``INV-1.csv.20261125T224501123456Z.9f86d081.done``, so the pair sorts together."""
+    ending = companion[len(file_name):] if companion.startswith(file_name) else "." + companion
+    ending = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in ending)
+    return final_path + ending
+
+
+def _check_plain_path(path: str) -> None:
+    """Refuse paths that could address something else than the listed file (defence in depth:
+    a listed name like ``../../etc/x`` must never become a rename source)."""
+    parts = path.split("/")
+    if not path.startswith("/") or any(part in (".", "..") for part in parts) or "\x00" in path:
+        raise MoveError(f"refusing to move {path!r}: not a plain absolute path")
+
+
 def _exists(sftp: Any, path: str) -> bool:
     try:
         sftp.stat(path)
@@ -47,6 +63,8 @@ def rename_retry_safe(sftp: Any, source: str, target: str) -> str:
     :raises MoveError: the rename failed and the target does not exist, or the target already exists
         while the source is still there (never overwritten).
     """
+    _check_plain_path(source)
+    _check_plain_path(target)
     if _exists(sftp, target):
         if _exists(sftp, source):
             raise MoveError(f"cannot move {source}: target {target} already exists")

@@ -60,6 +60,22 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
+def addressable_name(name: str) -> bool:
+    """Whether a listed name, even an unsafe one, can be used as a path on the server.
+
+    Control characters are fine inside an SFTP path (the file can be moved to quarantine);
+    separators, dot names, NUL and undecodable bytes are not (the path would point elsewhere, e.g.
+    ``inbound/../../etc/x``, or not exist). Such entries are recorded, never touched.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or "\ufffd" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_temporary_name(name: str, temp_suffixes: tuple[str, ...] | list[str]) -> bool:
     """True for names transfer tools use while writing: dot-files, ``~`` prefix/suffix, temp suffixes.
 
