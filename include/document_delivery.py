@@ -155,9 +155,10 @@ class RunContext:
         # Stable per run: a retried or cleared task of the same run keeps its own claims.
         return ("run:" + hashlib.sha1(f"{self.dag_id}/{self.run_id}".encode()).hexdigest()[:16])
 
-    def staging_dir(self, partner_key: str) -> Path:
+    def staging_dir(self) -> Path:
+        """This run's staging folder (the intake adds ``<partner key>/`` below it)."""
         safe_run = re.sub(r"[^A-Za-z0-9._-]", "_", self.run_id)[:100]
-        path = Path(self.staging_root) / self.dag_id / safe_run / partner_key
+        path = Path(self.staging_root) / self.dag_id / safe_run
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -332,86 +333,52 @@ def open_disputes(engine=None, partner_key: str | None = None) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------
 # 1. Readiness
 # ---------------------------------------------------------------------------------------------------
+def _inbox(partner: Partner, sftp: Any, ledger: Ledger, ctx: RunContext):
+    from include.intake import PartnerInbox
+
+    return PartnerInbox(partner, sftp, ledger, ctx.staging_dir(), claimed_by=ctx.claim_token)
+
+
 def check_readiness(partner_key: str, ctx: RunContext, *, max_polls: int | None = None) -> list[int]:
     """Poll the inbound folder until its candidates are ready or the polls run out; claim them.
 
-    Returns the ledger entry ids this run claimed (ready files and files rejected by name or
-    type). Files claimed by an earlier attempt of the same run (a retry) are returned again.
-    Temporary names and files still changing are left alone.
+    Returns the ledger entry ids this run owns: files claimed as ready, and files the intake
+    refused from their listing alone (unsafe name, no matching document type; already quarantined)
+    whose partner has not been told yet. A retried task returns its earlier claims again.
+    Temporary names and files still changing are left alone for a later run.
     """
     partner = _partner(partner_key, ctx)
     ledger = _ledger(ctx)
     policy = partner.readiness
     polls = max_polls or policy.stable_polls
     interval = ctx.poll_interval if ctx.poll_interval is not None else min(10.0, max(1.0, policy.min_age_seconds / 2))
-    claimed: set[int] = {e.id for e in ledger.entries(partner.key, open_only=True) if e.claimed_by == ctx.claim_token}
-    stale_after = timedelta(hours=1)
-    for entry in ledger.stale_claims(partner.key, stale_after):  # a run died holding them
-        if ledger.reclaim(entry.id, ctx.claim_token, stale_after):
-            claimed.add(entry.id)
     with sftp_session(partner.sftp_conn_id) as sftp:
+        inbox = _inbox(partner, sftp, ledger, ctx)
+        resumed = inbox.resume_unfinished()
+        if resumed.completed_moves or resumed.reclaimed:
+            log.info("%s: finished %d interrupted move(s), took over %d stale claim(s)", partner.key,
+                     len(resumed.completed_moves), len(resumed.reclaimed))
         for poll in range(polls):
-            pending = _poll_once(partner, sftp, ledger, ctx, claimed)
-            if not pending or poll == polls - 1:
+            result = inbox.poll()
+            for waiting in result.waiting:
+                log.info("%s: %s not ready: %s", partner.key, waiting.file_name, waiting.reason)
+            if not result.waiting or poll == polls - 1:
                 break
             time.sleep(interval)
-    log.info("%s: %d file(s) ready for this run", partner.key, len(claimed))
-    return sorted(claimed)
+    owned = _owned_unannounced(ledger, partner.key, ctx)
+    log.info("%s: %d file(s) for this run", partner.key, len(owned))
+    return owned
 
 
-def _poll_once(partner: Partner, sftp: Any, ledger: Ledger, ctx: RunContext, claimed: set[int]) -> int:
-    """One listing: observe, judge and claim. Returns how many candidates are still not ready."""
-    from include.intake.listing import list_folder
-    from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX, classify_name
-
-    policy = partner.readiness
-    listing = list_folder(sftp, partner.folders.inbound)
-    names = {entry.name for entry in listing}
-    now = time.time()
-    pending = 0
-    present: set[str] = set()
-    for entry in listing:
-        if not entry.is_file:
-            continue  # sub-folders and links are never documents
-        present.add(entry.path)
-        verdict = classify_name(entry.name, policy.temp_suffixes, frozenset(names))
-        if verdict.kind in ("temporary", "companion"):
+def _owned_unannounced(ledger: Ledger, partner_key: str, ctx: RunContext) -> list[int]:
+    """Entries claimed by this run that still need work or a TG item."""
+    owned = []
+    for entry in ledger.entries(partner_key):
+        if entry.claimed_by != ctx.claim_token:
             continue
-        if verdict.kind == "unsafe":
-            rejected = ledger.register_rejected(partner.key, entry.path, entry.name, entry.size, entry.mtime,
-                                                f"unsafe_name: {verdict.reason}", ctx.claim_token)
-            if rejected is not None:
-                claimed.add(rejected.id)
-            continue
-        doc_type = partner.document_type_for(entry.name)
-        if doc_type is None:
-            rejected = ledger.register_rejected(
-                partner.key, entry.path, entry.name, entry.size, entry.mtime,
-                f"unknown_document_type: no document type of partner {partner.key} matches this file name",
-                ctx.claim_token)
-            if rejected is not None:
-                claimed.add(rejected.id)
-            continue
-        observed = ledger.observe(partner.key, entry.path, entry.name, entry.size, entry.mtime)
-        if observed.status != "seen":
-            continue  # claimed already (by us: in ``claimed``; by another run: theirs)
-        companions = []
-        if policy.marker == "done":
-            companions = [entry.name + DONE_SUFFIX] if entry.name + DONE_SUFFIX in names else []
-        elif policy.marker == "manifest":
-            companions = [entry.name + MANIFEST_SUFFIX] if entry.name + MANIFEST_SUFFIX in names else []
-        ready = (
-            observed.stable_count >= policy.stable_polls
-            and now - entry.mtime >= policy.min_age_seconds
-            and (policy.marker == "none" or bool(companions))
-        )
-        if not ready:
-            pending += 1
-            continue
-        if ledger.claim(observed.id, ctx.claim_token, doc_type=doc_type.type, companions=companions):
-            claimed.add(observed.id)
-    ledger.mark_vanished(partner.key, present)
-    return pending
+        if entry.is_open or (entry.status in ("quarantined", "archived") and not entry.tg_item_id):
+            owned.append(entry.id)
+    return owned
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -424,33 +391,78 @@ class SessionLost(ConnectionError):
 def fetch_and_validate(partner_key: str, entry_ids: list[int], ctx: RunContext) -> list[dict]:
     """Fetch every claimed file over one SFTP session, then validate the fetched ones.
 
-    Returns one outcome dict per entry (see the ``PASSED`` … constants). Per-file problems become
-    outcomes; a lost session raises :class:`SessionLost` after the files fetched so far are recorded.
+    Returns one outcome dict per entry (kinds ``passed``, ``failed``, ``duplicate``, ``rejected``,
+    ``transfer_failed``). A file that fails to transfer ``ctx.fetch_attempts`` times becomes a
+    ``transfer_failed`` outcome; a session that cannot be opened or dies raises :class:`SessionLost`.
     """
+    from include.intake import TransferError
+
     partner = _partner(partner_key, ctx)
     ledger = _ledger(ctx)
-    staging = ctx.staging_dir(partner.key)
     outcomes: list[dict] = []
     to_fetch: list[LedgerEntry] = []
+    to_check: list[LedgerEntry] = []
     for entry_id in entry_ids:
         entry = ledger.get(entry_id)
-        if entry.claimed_by != ctx.claim_token or entry.closed_at is not None:
-            continue  # taken over or already finished
-        if entry.status == "ready" and entry.error and entry.stable_count == 0:
-            outcomes.append(_outcome(entry, REJECTED, reason=entry.error))
-        elif entry.status in ("ready", "fetched", "validated", "duplicate"):
+        if entry.claimed_by != ctx.claim_token:
+            continue  # taken over by another run
+        if entry.status == "quarantined":  # refused from its listing, or a manifest mismatch
+            outcomes.append(_outcome(entry, REJECTED if entry.sha256 is None else FAILED, reason=entry.error))
+        elif entry.status == "duplicate":
+            outcomes.append(_outcome(entry, DUPLICATE))
+        elif entry.status == "ready":
             to_fetch.append(entry)
-        elif entry.status == "quarantined":  # move decided, not confirmed: publish finishes it
-            outcomes.append(_outcome(entry, FAILED, reason=entry.error))
+        elif entry.status in ("fetched", "validated", "archived") and entry.local_path and Path(entry.local_path).exists():
+            to_check.append(entry)  # fetched (or even archived) by an earlier attempt of this run
+        elif entry.status == "archived":
+            outcomes.append(_outcome(entry, PASSED))
+        elif entry.status in ("fetched", "validated"):
+            to_fetch.append(entry)
     if to_fetch:
-        fetched = _fetch_all(partner, to_fetch, ledger, staging, ctx)
-        for entry, result in fetched:
-            if isinstance(result, Exception):
-                ledger.record_error(entry.id, f"transfer failed: {result}")
-                outcomes.append(_outcome(entry, TRANSFER_FAILED, reason=_describe(result)))
-                continue
-            outcomes.append(_validate(partner, ledger.get(entry.id), ledger))
+        try:
+            with sftp_session(partner.sftp_conn_id) as sftp:
+                inbox = _inbox(partner, sftp, ledger, ctx)
+                for entry in to_fetch:
+                    fetched, error = _fetch_with_retries(inbox, sftp, entry, ctx, TransferError)
+                    if error is not None:
+                        outcomes.append(_outcome(ledger.get(entry.id), TRANSFER_FAILED, reason=error))
+                    elif fetched.outcome == "fetched":
+                        to_check.append(ledger.get(entry.id))
+                    elif fetched.outcome == "duplicate":
+                        outcomes.append(_outcome(ledger.get(entry.id), DUPLICATE))
+                    else:  # quarantined at fetch: manifest mismatch
+                        outcomes.append(_outcome(ledger.get(entry.id), FAILED, reason=fetched.reason,
+                                                 reason_code="manifest_mismatch"))
+        except SessionLost:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise SessionLost(f"SFTP session for {partner.key} failed: {_describe(exc)}") from exc
+            raise
+    for entry in to_check:
+        outcomes.append(_validate(partner, entry, ledger))
     return outcomes
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (OSError, EOFError)) or type(exc).__module__.split(".")[0] in ("paramiko", "airflow")
+
+
+def _fetch_with_retries(inbox, sftp: Any, entry: LedgerEntry, ctx: RunContext, transfer_error: type):
+    """(FetchedFile, None) or (None, error text) after ``ctx.fetch_attempts`` failed attempts."""
+    error = None
+    for attempt in range(1, ctx.fetch_attempts + 1):
+        try:
+            return inbox.fetch(entry.id, timeout=ctx.fetch_timeout), None
+        except transfer_error as exc:
+            error = _describe(exc)
+            if not _session_alive(sftp):
+                raise SessionLost(f"SFTP session lost while fetching {entry.file_name}: {error}") from exc
+            log.warning("%s: fetch of %s failed (attempt %d/%d): %s", entry.partner_key, entry.file_name,
+                        attempt, ctx.fetch_attempts, error)
+            if attempt < ctx.fetch_attempts:
+                time.sleep(ctx.retry_backoff * attempt)
+    return None, error
 
 
 def _describe(exc: BaseException) -> str:
@@ -472,53 +484,10 @@ def _outcome(entry: LedgerEntry, kind: str, **extra: Any) -> dict:
         "mtime": entry.mtime,
         "local_path": entry.local_path,
         "duplicate_of": entry.duplicate_of,
+        "moved_to": entry.final_path if entry.closed_at is not None else None,
     }
     data.update(extra)
     return data
-
-
-def _fetch_all(partner: Partner, entries: list[LedgerEntry], ledger: Ledger, staging: Path,
-               ctx: RunContext) -> list[tuple[LedgerEntry, Exception | None]]:
-    """Stream each file to staging over one session; retry a file a few times, then give up on it."""
-    from include.intake.names import safe_local_name
-
-    results: list[tuple[LedgerEntry, Exception | None]] = []
-    try:
-        with sftp_session(partner.sftp_conn_id) as sftp:
-            for entry in entries:
-                if entry.sha256 and entry.local_path and Path(entry.local_path).exists():
-                    results.append((entry, None))  # fetched by an earlier attempt of this run
-                    continue
-                local = staging / f"{entry.id}-{safe_local_name(entry.file_name)}"
-                error: Exception | None = None
-                for attempt in range(1, ctx.fetch_attempts + 1):
-                    try:
-                        digest, size = _stream_file(sftp, entry.remote_path, local, ctx.fetch_timeout)
-                        _check_manifest(sftp, partner, entry, digest)
-                        ledger.mark_fetched(entry.id, sha256=digest, size=size, local_path=str(local))
-                        error = None
-                        break
-                    except ManifestMismatch as exc:
-                        error = exc
-                        break
-                    except Exception as exc:  # noqa: BLE001 - classified below
-                        error = exc
-                        if not _session_alive(sftp):
-                            raise SessionLost(f"SFTP session to {partner.key} lost: {_describe(exc)}") from exc
-                        log.warning("%s: fetch of %s failed (attempt %d/%d): %s", partner.key,
-                                    entry.file_name, attempt, ctx.fetch_attempts, _describe(exc))
-                        if attempt < ctx.fetch_attempts:
-                            time.sleep(ctx.retry_backoff * attempt)
-                results.append((entry, error))
-    except SessionLost:
-        raise
-    except (OSError, EOFError) as exc:
-        raise SessionLost(f"SFTP session to {partner.key} failed: {_describe(exc)}") from exc
-    except Exception as exc:
-        if type(exc).__module__.startswith(("paramiko", "airflow")):
-            raise SessionLost(f"SFTP session to {partner.key} failed: {_describe(exc)}") from exc
-        raise
-    return results
 
 
 def _session_alive(sftp: Any) -> bool:
@@ -529,52 +498,10 @@ def _session_alive(sftp: Any) -> bool:
         return False
 
 
-def _stream_file(sftp: Any, remote_path: str, local: Path, timeout: float) -> tuple[str, int]:
-    """Copy one remote file to ``local`` in 256 KiB chunks, hashing as it goes; bounded in time."""
-    digest = hashlib.sha256()
-    size = 0
-    deadline = time.monotonic() + timeout
-    tmp = local.with_name(local.name + ".partial")
-    channel = sftp.get_channel()
-    channel.settimeout(min(60.0, timeout))
-    with sftp.open(remote_path, "rb") as remote, open(tmp, "wb") as out:
-        remote.prefetch()
-        while True:
-            chunk = remote.read(256 * 1024)
-            if not chunk:
-                break
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"fetch of {remote_path} exceeded {timeout:.0f}s")
-    os.replace(tmp, local)
-    return digest.hexdigest(), size
-
-
-class ManifestMismatch(ValueError):
-    """The partner's ``NAME.sha256`` manifest does not match the bytes received."""
-
-
-def _check_manifest(sftp: Any, partner: Partner, entry: LedgerEntry, digest: str) -> None:
-    from include.intake.names import MANIFEST_SUFFIX, manifest_digest
-
-    if partner.readiness.marker != "manifest":
-        return
-    manifest = entry.file_name + MANIFEST_SUFFIX
-    with sftp.open(posixpath.join(posixpath.dirname(entry.remote_path), manifest), "r") as fh:
-        text = fh.read(64 * 1024).decode("utf-8", "replace")
-    expected = manifest_digest(text, entry.file_name)
-    if expected != digest:
-        raise ManifestMismatch(f"manifest {manifest} says {expected}, received content has sha256 {digest}")
-
-
 def _validate(partner: Partner, entry: LedgerEntry, ledger: Ledger) -> dict:
-    """Check one fetched file; write its report next to it. Duplicates are not checked again."""
+    """Check one fetched file against its document type's suite; write the report next to it."""
     from include.checks import validate_file
 
-    if entry.status == "duplicate":
-        return _outcome(entry, DUPLICATE)
     doc_type = next((d for d in partner.document_types if d.type == entry.doc_type), None)
     report_path = Path(entry.local_path + ".report.json")
     try:
@@ -589,7 +516,8 @@ def _validate(partner: Partner, entry: LedgerEntry, ledger: Ledger) -> dict:
                         summary=f"The file could not be checked: {reason}")
     report_path.write_text(report.to_json())
     if report.passed:
-        ledger.mark_validated(entry.id)
+        if entry.status == "fetched":
+            ledger.mark_validated(entry.id)
         return _outcome(entry, PASSED, rows=report.rows, report_path=str(report_path))
     return _outcome(entry, FAILED, rows=report.rows, reason=f"{report.reason_code}", reason_code=report.reason_code,
                     report_path=str(report_path), summary=report.summary_markdown()[:20000])
@@ -603,49 +531,25 @@ def publish_results(partner_key: str, outcomes: list[dict], ctx: RunContext) -> 
 
     Safe to run again: moves are recorded in the ledger before they happen and re-checked, items
     converge on their ``external_ref``, comments and attachments are de-duplicated by the hook.
-    Returns counts and the created item ids (for logs and tests).
+    Returns counts and the item ids (for logs and tests).
     """
     partner = _partner(partner_key, ctx)
     ledger = _ledger(ctx)
-    if outcomes:
+    to_move = [o for o in outcomes if o["kind"] in (PASSED, FAILED) and not o.get("moved_to")]
+    if to_move:
         with sftp_session(partner.sftp_conn_id) as sftp:
-            for outcome in outcomes:
-                _move(sftp, partner, ledger, outcome)
+            inbox = _inbox(partner, sftp, ledger, ctx)
+            for outcome in to_move:
+                if outcome["kind"] == PASSED:
+                    outcome["moved_to"] = inbox.archive(outcome["entry_id"])
+                else:
+                    outcome["moved_to"] = inbox.quarantine(outcome["entry_id"], outcome.get("reason") or "refused")
     hook = _tg_hook(ctx)
     summary = _post_items(hook, partner, ledger, outcomes, ctx)
-    if outcomes or summary["resolved"]:
+    if any(o["kind"] != TRANSFER_FAILED for o in outcomes):
         _resolve_session_cases(hook, partner, ledger, ctx)
     log.info("%s: %s", partner.key, json.dumps(summary, default=str))
     return summary
-
-
-def _move(sftp: Any, partner: Partner, ledger: Ledger, outcome: dict) -> None:
-    """Archive (passed, duplicate) or quarantine (failed, rejected) one file with its companions."""
-    from include.intake.ledger import ARCHIVED, DUPLICATE as LEDGER_DUPLICATE, QUARANTINED
-    from include.intake.moves import rename_retry_safe, target_path, unique_suffix
-    from include.intake.names import safe_local_name
-
-    kind = outcome["kind"]
-    if kind == TRANSFER_FAILED:
-        return  # nothing to move: the file stays in inbound for the partner to see and re-send
-    entry = ledger.get(outcome["entry_id"])
-    if entry.closed_at is None:
-        if kind in (PASSED, DUPLICATE):
-            folder, status, reason = partner.folders.archive, (ARCHIVED if kind == PASSED else LEDGER_DUPLICATE), None
-        else:
-            folder, status, reason = partner.folders.quarantine, QUARANTINED, outcome.get("reason")
-        final = target_path(folder, safe_local_name(entry.file_name, 180), unique_suffix(entry.sha256))
-        entry = ledger.record_move_intent(entry.id, target_status=status, final_path=final, reason=reason)
-        rename_retry_safe(sftp, entry.remote_path, entry.final_path)
-        ledger.mark_moved(entry.id)
-        folder = posixpath.dirname(entry.final_path)
-        for companion in entry.companions or []:
-            source = posixpath.join(posixpath.dirname(entry.remote_path), companion)
-            try:
-                rename_retry_safe(sftp, source, posixpath.join(folder, posixpath.basename(entry.final_path) + companion[len(entry.file_name):]))
-            except Exception as exc:  # noqa: BLE001 - a stray marker must not undo the delivery
-                log.warning("%s: could not move companion %s: %s", partner.key, companion, _describe(exc))
-    outcome["moved_to"] = entry.final_path
 
 
 def _metadata(outcome: dict, ctx: RunContext, **extra: Any) -> dict:
