@@ -42,7 +42,13 @@ def load_seed(source: Path | str | dict[str, Any]) -> Seed:
         raw = source
     else:
         with open(source, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            try:
+                raw = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                # Only the position and the parser's complaint: the offending text may hold a secret.
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                raise SeedError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or 'parse error'}") from None
     if not isinstance(raw, dict):
         raise SeedError("seed must be a mapping")
 
