@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,11 +20,14 @@ from pathlib import Path
 from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX
 
 #: Rows per good sample: enough to look like a real file, small enough to check in a blink.
-SAMPLE_ROWS = 25
+SAMPLE_ROWS = range(20, 50)
+#: The generator puts its seed into the document keys as two digits (``PO-{seed:02d}{row:08d}``),
+#: and the suites' key patterns allow no more: seeds stay below 100.
+GENERATOR_SEEDS = 100
 #: Bad files dropped per run: (partner key, bad-input corpus entries to try, first that exists wins).
 BAD_SAMPLES = (
-    ("acme", ("missing_required_column", "missing_column", "wrong_delimiter", "truncated_last_row")),
-    ("globex", ("duplicate_key", "duplicate_invoice_number", "bad_date", "negative_amount", "truncated_last_row")),
+    ("acme", ("missing_column", "truncated_last_row")),                  # unreadable as an invoice
+    ("globex", ("duplicate_invoice_number", "negative_amount")),         # readable, fails expectations
 )
 #: How long ago the samples "arrived": older than any partner's readiness min_age_seconds in the demo.
 DELIVERED_SECONDS_AGO = 300
@@ -67,6 +71,8 @@ def drop_samples(sftp_root: str | os.PathLike, registry=None, *, bad: bool = Tru
 
     ``seed`` defaults to the clock, so every drop has new content: identical content would be a
     re-delivery, which the ledger rightly announces as a duplicate instead of processing again.
+    Each file's generator seed and row count derive from (seed, partner, type), giving 3,000
+    variants per partner and type.
     """
     from tests.data.bad_inputs import BAD_INPUT_SUITE, DOC_TYPES, make_bad_inputs, make_valid_file
 
@@ -77,13 +83,15 @@ def drop_samples(sftp_root: str | os.PathLike, registry=None, *, bad: bool = Tru
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="demo-samples-") as scratch:
         scratch = Path(scratch)
-        for index, partner in enumerate(registry.partners):
+        for partner in registry.partners:
             for doc in partner.document_types:
                 if doc.type not in DOC_TYPES:
                     continue  # a type the generator cannot produce (catalog feeds belong to catalog_sync)
                 name = file_name_for(doc.patterns[0], stamp)
-                made = make_valid_file(scratch, doc.type, rows=SAMPLE_ROWS, fmt=doc.format, name=name,
-                                       seed=seed + index)
+                variant = zlib.crc32(f"{seed}/{partner.key}/{doc.type}".encode())
+                rows = SAMPLE_ROWS[variant // GENERATOR_SEEDS % len(SAMPLE_ROWS)]
+                made = make_valid_file(scratch / partner.key, doc.type, rows=rows, fmt=doc.format, name=name,
+                                       seed=variant % GENERATOR_SEEDS)
                 samples.append(_deliver(sftp_root, partner, made, name, doc.type, None))
         if bad:
             corpus = make_bad_inputs(scratch / "bad")
