@@ -295,7 +295,8 @@ class PartnerInbox:
             return None
         if companions:
             entry = self._set_companions(entry, companions)
-        final_path = self._quarantine_entry(entry, reason, movable=addressable)
+        # The listed path, not the stored one: the ledger keeps undecodable bytes escaped.
+        final_path = self._quarantine_entry(entry, reason, movable=addressable, source_path=remote.path)
         return Rejected(entry.id, remote.path, remote.name, reason, final_path)
 
     def _set_companions(self, entry: LedgerEntry, companions: list[str]) -> LedgerEntry:
@@ -425,7 +426,8 @@ class PartnerInbox:
         entry = self._own(item)
         return self._quarantine_entry(entry, reason, movable=True)
 
-    def _quarantine_entry(self, entry: LedgerEntry, reason: str, *, movable: bool) -> str | None:
+    def _quarantine_entry(self, entry: LedgerEntry, reason: str, *, movable: bool,
+                          source_path: str | None = None) -> str | None:
         if not movable:
             # The name cannot be addressed safely (e.g. contains '/'): record, leave it where it is.
             entry = self.ledger.record_move_intent(entry.id, target_status=L.QUARANTINED, final_path=None, reason=reason)
@@ -433,9 +435,10 @@ class PartnerInbox:
             log.warning("partner %s: %s left in place and recorded as quarantined: %s",
                         self.partner.key, entry.file_name, reason)
             return None
-        return self._move(entry, L.QUARANTINED, self.folders.quarantine, reason=reason)
+        return self._move(entry, L.QUARANTINED, self.folders.quarantine, reason=reason, source_path=source_path)
 
-    def _move(self, entry: LedgerEntry, target_status: str, folder: str, *, reason: str | None) -> str:
+    def _move(self, entry: LedgerEntry, target_status: str, folder: str, *, reason: str | None,
+              source_path: str | None = None) -> str:
         if entry.closed_at is not None:
             if entry.target_status == target_status or entry.status == target_status:
                 return entry.final_path  # already done
@@ -445,12 +448,12 @@ class PartnerInbox:
             final_path = target_path(folder, safe_local_name(entry.file_name, max_len=180), suffix)
             entry = self.ledger.record_move_intent(entry.id, target_status=target_status, final_path=final_path,
                                                    reason=reason)
-        self._execute_move(entry)
+        self._execute_move(entry, source_path)
         return self.ledger.mark_moved(entry.id).final_path
 
-    def _execute_move(self, entry: LedgerEntry) -> None:
+    def _execute_move(self, entry: LedgerEntry, source_path: str | None = None) -> None:
         """Rename the file and its companions to the recorded targets (retry-safe)."""
-        rename_retry_safe(self.sftp, entry.remote_path, entry.final_path)
+        rename_retry_safe(self.sftp, source_path or entry.remote_path, entry.final_path)
         inbound = posixpath.dirname(entry.remote_path)
         for companion in entry.companions:
             source = posixpath.join(inbound, companion)

@@ -27,8 +27,16 @@ def list_folder(sftp: Any, folder: str) -> list[RemoteEntry]:
         so callers can ignore them explicitly. ``path`` is built by joining the raw name: callers
         must not use it for names judged unsafe (see :func:`include.intake.names.unsafe_name_reason`).
     """
+    try:
+        attrs = sftp.listdir_attr(folder)
+    except UnicodeDecodeError:
+        # paramiko decodes names as strict UTF-8 and fails the whole listing on one bad name; a
+        # partner's stray Latin-1 file name must not block its other files.
+        if not hasattr(sftp, "_request"):
+            raise
+        attrs = _listdir_attr_lenient(sftp, folder)
     entries = []
-    for attr in sftp.listdir_attr(folder):
+    for attr in attrs:
         name = attr.filename
         if name in (".", ".."):
             continue
@@ -45,3 +53,42 @@ def list_folder(sftp: Any, folder: str) -> list[RemoteEntry]:
         )
     entries.sort(key=lambda entry: entry.name)
     return entries
+
+
+def _listdir_attr_lenient(sftp: Any, folder: str) -> list:
+    """``listdir_attr`` over paramiko's request primitives, decoding names with ``surrogateescape``
+    so undecodable bytes survive (and can be addressed again, see :func:`wire_path`)."""
+    from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
+    from paramiko.sftp_attr import SFTPAttributes
+
+    t, msg = sftp._request(CMD_OPENDIR, folder)
+    if t != CMD_HANDLE:
+        raise OSError(f"cannot list {folder}")
+    handle = msg.get_binary()
+    attrs = []
+    try:
+        while True:
+            try:
+                t, msg = sftp._request(CMD_READDIR, handle)
+            except EOFError:
+                break
+            if t != CMD_NAME:
+                raise OSError(f"unexpected answer listing {folder}")
+            for _ in range(msg.get_int()):
+                name = msg.get_string().decode("utf-8", "surrogateescape")
+                longname = msg.get_string().decode("utf-8", "replace")
+                attr = SFTPAttributes._from_msg(msg, name, longname)
+                if name not in (".", ".."):
+                    attrs.append(attr)
+    finally:
+        sftp._request(CMD_CLOSE, handle)
+    return attrs
+
+
+def wire_path(path: str) -> str | bytes:
+    """The path to send to the server: bytes when it holds undecodable bytes (surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape")
+    return path

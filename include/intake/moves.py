@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from include.intake.errors import MoveError
+from include.intake.listing import wire_path
 
 
 def unique_suffix(sha256: str | None, at: datetime | None = None) -> str:
@@ -45,7 +46,7 @@ def _check_plain_path(path: str) -> None:
 
 def _exists(sftp: Any, path: str) -> bool:
     try:
-        sftp.stat(path)
+        sftp.stat(wire_path(path))
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -70,7 +71,7 @@ def rename_retry_safe(sftp: Any, source: str, target: str) -> str:
             raise MoveError(f"cannot move {source}: target {target} already exists")
         return "already_done"
     try:
-        sftp.posix_rename(source, target)
+        sftp.posix_rename(wire_path(source), wire_path(target))
     except OSError as exc:
         if not _exists(sftp, source) and _exists(sftp, target):
             return "already_done"

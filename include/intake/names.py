@@ -63,15 +63,12 @@ def unsafe_name_reason(name: str) -> str | None:
 def addressable_name(name: str) -> bool:
     """Whether a listed name, even an unsafe one, can be used as a path on the server.
 
-    Control characters are fine inside an SFTP path (the file can be moved to quarantine);
-    separators, dot names, NUL and undecodable bytes are not (the path would point elsewhere, e.g.
-    ``inbound/../../etc/x``, or not exist). Such entries are recorded, never touched.
+    Control characters, backslashes and undecodable bytes (kept as surrogate escapes, sent back as
+    bytes) are fine inside an SFTP path, so such files are moved to quarantine. A ``/``, a dot name,
+    NUL or U+FFFD (bytes already lost by a decoder) are not: the path would point elsewhere, e.g.
+    ``inbound/../../etc/x``, or not exist. Such entries are recorded, never touched.
     """
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or "\ufffd" in name:
-        return False
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
+    if not name or name in (".", "..") or "/" in name or "\x00" in name or "\ufffd" in name:
         return False
     return True
 
