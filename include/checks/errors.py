@@ -15,6 +15,7 @@ NOT_UTF8 = "not_utf8"  # bytes that are not valid in the expected encoding (utf-
 LINE_TOO_LONG = "line_too_long"  # a physical line longer than max_line_bytes (e.g. 10 MB, no newline)
 WRONG_DELIMITER = "wrong_delimiter"  # header is one column that contains another delimiter
 MISSING_COLUMNS = "missing_columns"  # required columns of the suite not in the header
+UNEXPECTED_COLUMNS = "unexpected_columns"  # columns the suite does not declare, with allow_extra_columns false
 DUPLICATE_COLUMNS = "duplicate_columns"  # the same column name twice in the header
 TRUNCATED = "truncated"  # last record cut short, or a quote left open at end of file
 FIELD_COUNT_MISMATCH = "field_count_mismatch"  # a record (not the last) with too few / too many fields
@@ -35,6 +36,7 @@ READ_REASON_CODES = frozenset(
         LINE_TOO_LONG,
         WRONG_DELIMITER,
         MISSING_COLUMNS,
+        UNEXPECTED_COLUMNS,
         DUPLICATE_COLUMNS,
         TRUNCATED,
         FIELD_COUNT_MISMATCH,

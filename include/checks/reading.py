@@ -391,16 +391,25 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet):
 
     from openpyxl import load_workbook
 
+    # A file object, not the path: openpyxl refuses names not ending in .xlsx (temporary download names).
+    handle = open(path, "rb")  # noqa: SIM115 - closed with the workbook below
     try:
-        workbook = load_workbook(path, read_only=True, data_only=False)  # formulas as text: we flag them
+        workbook = load_workbook(handle, read_only=True, data_only=False)  # formulas as text: we flag them
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, TypeError) as exc:
+        handle.close()
         raise UnreadableFile(NOT_XLSX, f"not a readable .xlsx workbook: {_short(exc)}") from None
     except Exception as exc:  # openpyxl raises its own InvalidFileException and friends
+        handle.close()
         raise UnreadableFile(NOT_XLSX, f"not a readable .xlsx workbook: {type(exc).__name__}") from None
+
+    def close():
+        workbook.close()
+        handle.close()
+
     try:
         worksheet = workbook[sheet] if sheet else workbook.worksheets[0]
     except (KeyError, IndexError):
-        workbook.close()
+        close()
         raise UnreadableFile(NOT_XLSX, f"the workbook has no sheet {sheet!r}" if sheet else "the workbook has no sheet") from None
 
     rows = worksheet.iter_rows(values_only=True)
@@ -411,11 +420,15 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet):
             header, header_row = [_xlsx_text(v) or "" for v in values], number
             break
     if header is None:
-        workbook.close()
+        close()
         raise UnreadableFile(EMPTY, "the workbook's sheet is empty")
     while header and not header[-1]:
         header.pop()
-    names = _check_header([n.strip() for n in header], None, required_columns, ", ".join(header))
+    try:
+        names = _check_header([n.strip() for n in header], None, required_columns, ", ".join(header))
+    except UnreadableFile:
+        close()
+        raise
     width = len(names)
 
     def frames():
@@ -445,7 +458,7 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet):
             if buffer or not chunksize:
                 yield pd.DataFrame(buffer, columns=names, index=index, dtype=object)
         finally:
-            workbook.close()
+            close()
 
     return frames()
 

@@ -131,7 +131,8 @@ class CheckReport:
             else:
                 bad = "—" if r.unexpected_count is None else f"{r.unexpected_count:,}"
                 if r.unexpected_percent is not None and r.unexpected_count:
-                    bad += f" ({r.unexpected_percent:.1f}%)"
+                    pct = r.unexpected_percent
+                    bad += " (<0.1%)" if pct < 0.1 else f" ({pct:.1f}%)"
                 values = r.sample_values or ([] if r.observed_value is None else [f"observed: {r.observed_value}"])
                 samples = ", ".join(md_code(_cut(v)) for v in values) or "—"
             rows = ", ".join(str(n) for n in r.sample_rows) or "—"
@@ -160,7 +161,8 @@ def _cut(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_MD_SPECIAL = set("\\`*_{}[]()<>#+-.!|~&\"'=@$:")
+# Enough to neutralise emphasis, links/images, autolinks, HTML/entities and table pipes inside a cell.
+_MD_SPECIAL = set("\\`*_{}[]<>#!|~&:")
 
 
 def md_escape(text: Any) -> str:
