@@ -463,3 +463,16 @@ def superseded_by(engine, version_id: int) -> list[dict[str, Any]]:
         return [_row_dict(r) for r in conn.execute(
             select(t.catalog_versions).where(t.catalog_versions.c.superseded_by == version_id).order_by(t.catalog_versions.c.id)
         ).mappings()]
+
+
+def interval_versions(engine, partner_key: str, start: datetime, end: datetime) -> list[int]:
+    """Ids of the partner's versions first received for this data interval that passed their checks."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            select(t.catalog_versions.c.id).where(
+                t.catalog_versions.c.partner_key == partner_key,
+                t.catalog_versions.c.interval_start == start,
+                t.catalog_versions.c.interval_end == end,
+                t.catalog_versions.c.checks_passed.is_(True),
+            ).order_by(t.catalog_versions.c.sent_at, t.catalog_versions.c.id)
+        ).scalars())

@@ -212,3 +212,154 @@ def decide_and_load(engine, hook, version_id: int) -> dict[str, Any]:
     if result.reason == "already_loaded":
         return {"version_id": version_id, "loaded": False, "reason": result.reason}
     raise LoadBlocked(f"catalog version {version_id} ({version['file_name']}) not loaded: {result.reason}")
+
+
+# ---- 1. receive ---------------------------------------------------------------------------------
+
+VALIDATION_REASON = "validation_failed"
+
+
+def validation_case_payload(partner, *, kind: str, file_name: str, sha256: str | None, subject: str,
+                            summary: str, reason_code: str | None, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The validation_failure case for a catalog file that was quarantined."""
+    from trading_grid.refs import external_ref
+
+    label = KIND_LABELS.get(kind, "Catalog file")
+    return {
+        "partner_id": partner.tg_partner_id,
+        "type": "case",
+        "category": "validation_failure",
+        "severity": "medium",
+        "requires_ack": True,
+        "title": f"{label} {file_name} failed its checks: {reason_code or 'rejected'}",
+        "body": (
+            f"**{file_name}** was quarantined and will not be loaded. Please send a corrected file.\n\n{summary}"
+        ),
+        "external_ref": external_ref(USE_CASE, partner.tg_partner_id, subject, VALIDATION_REASON),
+        "metadata": {"kind": kind, "file_name": file_name, "sha256": sha256, "reason_code": reason_code,
+                     "dag_id": dag_id, "run_id": run_id},
+    }
+
+
+def post_validation_failure(hook, partner, payload: dict[str, Any], report_json: str | None, file_stem: str) -> dict:
+    item, created = hook.create_item(payload)
+    if report_json:
+        with tempfile.TemporaryDirectory(prefix="catalog-report-") as tmp:
+            path = Path(tmp) / f"{file_stem}_check_report.json"
+            path.write_text(report_json, encoding="utf-8")
+            hook.attach_file(item["id"], str(path), content_type="application/json")
+    log.warning("%s: validation_failure case %s (created=%s): %s", partner.key, item["id"], created, payload["title"])
+    return item
+
+
+def _check_file(engine, hook, partner, fetched, *, inbox, as_of, tolerance_days: int, chunksize: int,
+                dag_id: str, run_id: str, interval: tuple[datetime, datetime]) -> int | None:
+    """Check one fetched file; register it as a version and stage its rows, or quarantine it."""
+    from include.catalog.checks import file_format, iter_mapped_chunks, validate_catalog_file
+
+    kind = KINDS[fetched.doc_type]
+    column_map = partner.catalog.column_map.model_dump()
+    version, created = store.register_version(
+        engine, partner_key=partner.key, kind=kind.name, sha256=fetched.sha256, file_name=fetched.file_name,
+        size=fetched.size, sent_at=datetime.fromtimestamp(inbox.entry(fetched).mtime or 0, timezone.utc),
+        interval_start=interval[0], interval_end=interval[1], run_id=run_id,
+    )
+    if version["status"] == t.RECEIVED:
+        report = validate_catalog_file(fetched.local_path, kind, file_name=fetched.file_name, as_of=as_of,
+                                       column_map=column_map, effective_date_tolerance_days=tolerance_days,
+                                       chunksize=chunksize)
+        summary = {"passed": report.passed, "reason_code": report.reason_code, "rows": report.rows,
+                   "failed": [{"check": r.expectation_type, "column": r.column, "bad_rows": r.unexpected_count,
+                               "samples": r.sample_values} for r in report.failed_results],
+                   "read_error": report.read_error}
+        if report.passed:
+            store.stage_rows(engine, version["id"], iter_mapped_chunks(
+                fetched.local_path, kind, column_map, fmt=file_format(fetched.file_name), chunksize=chunksize))
+        version = store.record_checks(engine, version["id"], passed=report.passed, summary=summary, row_count=report.rows)
+        if not report.passed:
+            payload = validation_case_payload(
+                partner, kind=kind.name, file_name=fetched.file_name, sha256=fetched.sha256,
+                subject=version_subject(kind.name, fetched.sha256), summary=report.summary_markdown(),
+                reason_code=report.reason_code, dag_id=dag_id, run_id=run_id)
+            item = post_validation_failure(hook, partner, payload, report.to_json(), Path(fetched.file_name).stem)
+            inbox.set_tg_item(fetched, item["id"])
+            inbox.quarantine(fetched, f"{report.reason_code}: failed the {kind.suite} checks")
+            store.record_event(engine, version["id"], "quarantined", f"validation_failure case {item['id']}")
+            return None
+    if version["status"] == t.REJECTED:  # a retry after the case was posted: finish the move
+        inbox.quarantine(fetched, "failed its checks")
+        return None
+    inbox.mark_validated(fetched, tg_item_id=version["tg_item_id"])
+    inbox.archive(fetched)
+    return version["id"]
+
+
+def receive(engine, hook, partner, sftp, *, interval_start: datetime, interval_end: datetime, dag_id: str,
+            run_id: str, staging_dir: str | Path, poll_interval: float | None = None, max_polls: int | None = None,
+            chunksize: int | None = None, clock=None) -> list[int]:
+    """Take the partner's catalog files of one data interval: poll until ready, fetch, check, and
+    register + stage the good ones (archived) or quarantine the bad ones with a validation_failure case.
+
+    Returns the ids of the interval's validated versions, including those an earlier attempt of
+    this run (or an earlier run of the same interval) registered, so a rerun continues where it stopped.
+    """
+    import time as time_mod
+
+    from include.catalog.checks import DEFAULT_CHUNKSIZE, DEFAULT_EFFECTIVE_DATE_TOLERANCE_DAYS
+    from include.catalog.intake import IntervalListing, catalog_partner, ensure_folders
+    from include.intake import Ledger, PartnerInbox
+
+    view = catalog_partner(partner)
+    ensure_folders(sftp, view.folders)
+    listing = IntervalListing(sftp, view.folders.inbound, interval_start, interval_end)
+    ledger = Ledger(engine)
+    claim = f"{dag_id}:{run_id}"
+    kwargs = {"clock": clock} if clock else {}
+    inbox = PartnerInbox(view, listing, ledger, staging_dir, claimed_by=claim, **kwargs)
+    resumed = inbox.resume_unfinished()
+    # Files this run claimed on an earlier attempt, and stale claims taken over, are ours to finish.
+    todo = {e.id: inbox.ready_file(e) for e in ledger.entries(view.key, open_only=True) if e.claimed_by == claim}
+    todo.update({e.id: inbox.ready_file(e) for e in resumed.reclaimed})
+    readiness = view.readiness
+    polls = max_polls or readiness.stable_polls + 1
+    wait = poll_interval if poll_interval is not None else min(10.0, max(1.0, readiness.min_age_seconds / 2))
+    for attempt in range(polls):
+        result = inbox.poll()
+        for rejected in result.rejected:
+            payload = validation_case_payload(
+                partner, kind="unknown", file_name=rejected.file_name, sha256=None, subject=f"entry-{rejected.entry_id}",
+                summary=f"The file was refused before reading: {rejected.reason}.", reason_code="rejected_name",
+                dag_id=dag_id, run_id=run_id)
+            post_validation_failure(hook, partner, payload, None, "rejected")
+        todo.update({r.entry_id: r for r in result.ready})
+        if not result.waiting or attempt == polls - 1:
+            break
+        log.info("%s: %d catalog file(s) not ready yet (%s); polling again in %.0fs", partner.key,
+                 len(result.waiting), "; ".join(f"{w.file_name}: {w.reason}" for w in result.waiting), wait)
+        time_mod.sleep(wait)
+
+    as_of = interval_end.date()
+    tolerance = DEFAULT_EFFECTIVE_DATE_TOLERANCE_DAYS
+    for entry_id, ready in sorted(todo.items()):
+        entry = inbox.entry(entry_id)
+        if entry.status in ("ready",):
+            fetched = inbox.fetch(ready)
+        else:  # fetched / validated on an earlier attempt: the staged copy is still there
+            from include.intake import FetchedFile
+
+            fetched = FetchedFile(entry_id=entry.id, partner_key=entry.partner_key, remote_path=entry.remote_path,
+                                  file_name=entry.file_name, local_path=entry.local_path, size=entry.size or 0,
+                                  sha256=entry.sha256 or "", doc_type=entry.doc_type, suite=entry.doc_type,
+                                  format=None, outcome="fetched")
+        if fetched.outcome != "fetched":
+            log.info("%s: %s is %s (%s)", partner.key, fetched.file_name, fetched.outcome,
+                     fetched.reason or f"same content as entry {fetched.duplicate_of}")
+            continue
+        try:
+            _check_file(engine, hook, partner, fetched, inbox=inbox, as_of=as_of, tolerance_days=tolerance,
+                        chunksize=chunksize or DEFAULT_CHUNKSIZE, dag_id=dag_id, run_id=run_id,
+                        interval=(interval_start, interval_end))
+        finally:
+            if fetched.local_path and inbox.entry(entry_id).closed_at is not None:
+                Path(fetched.local_path).unlink(missing_ok=True)
+    return store.interval_versions(engine, partner.key, interval_start, interval_end)
