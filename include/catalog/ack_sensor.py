@@ -2,7 +2,7 @@
 
 A thin subclass of :class:`trading_grid.sensors.trading_grid.TradingGridItemSensor` for use inside
 the DAG's mapped task group: it takes the whole ``version`` dict posted by
-:func:`include.catalog.tasks.post_diff` (a task-group mapped argument can only reach a classic
+``include.catalog.tasks.post_diff`` (a task-group mapped argument can only reach a classic
 operator through a templated field, apache/airflow#39222), and sets the item and the partner's
 deadline from it. At the deadline the base sensor escalates (severity up, reminder comment); this
 class adds the catalog audit line and an alert mail through ``include.alerts``.
@@ -13,7 +13,9 @@ from typing import Any, Sequence
 
 from trading_grid.sensors.trading_grid import TradingGridItemSensor
 
-from include.catalog.tasks import DECISION_STATUSES
+# Statuses of the diff item that end the wait. "in_progress" does not: the retailer is still
+# looking. "disputed" does: the load must stop, and the run should say so now, not at the deadline.
+DECISION_STATUSES = ("acknowledged", "resolved", "closed", "disputed")
 
 REMINDER = (
     "Reminder: this catalog version is still waiting for your acknowledgement and has not been loaded. "

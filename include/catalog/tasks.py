@@ -34,11 +34,6 @@ USE_CASE = "catalog_sync"
 DIFF_REASON = "diff"
 KIND_LABELS = {"catalog": "Catalog", "price_list": "Price list", "promotions": "Promotions"}
 
-# Statuses of the diff item that end the wait. "in_progress" does not: the retailer is still
-# looking. "disputed" does: the load must stop, and the run should say so now, not at the deadline.
-DECISION_STATUSES = ("acknowledged", "resolved", "closed", "disputed")
-
-
 class LoadBlocked(Exception):
     """The version was not loaded on purpose (disputed, superseded, rejected); the message says why."""
 
