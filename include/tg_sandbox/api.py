@@ -8,15 +8,14 @@ Each route lists every status it can answer in ``responses`` so the OpenAPI docu
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime
 
 from .auth import Principal, TokenService
 from .schemas import (
     AcknowledgementRequest, Attachment, AttachmentList, Category, CommentCreate, Comment, CommentList, ErrorBody,
-    EventPage, Item, ItemCreate, ItemPage, ItemPatch, ItemType, Status, Token, TransitionRequest,
+    EventPage, Item, ItemCreate, ItemPage, ItemPatch, ItemType, Rfc3339, Status, Token, TransitionRequest,
 )
 from .service import ApiError, Store
 
@@ -130,7 +129,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         category: Category | None = None,
         type: ItemType | None = None,
         external_ref: str | None = None,
-        updated_since: Annotated[AwareDatetime | None, Query(description="items updated at or after")] = None,
+        updated_since: Annotated[Rfc3339 | None, Query(description="items updated at or after")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ):
@@ -189,8 +188,14 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         return JSONResponse({"comments": store.list_comments(who, item_id)})
 
     # -- attachments --------------------------------------------------------------------------------
+    async def sha256_not_blank(request: Request) -> None:
+        # FastAPI turns an empty form field into "absent"; an empty sha256 is a malformed one, not a missing one.
+        if (await request.form()).get("sha256") == "":
+            raise ApiError(400, "validation_error", "sha256: must be 64 hex digits when given")
+
     @router.post(item_path + "/attachments", response_model=Attachment, status_code=201, tags=["attachments"],
                  summary="Attach a file (multipart field 'file', optional 'sha256')",
+                 dependencies=[Depends(sha256_not_blank)],
                  responses=_responses(400, 401, 404, 413, 422))
     def add_attachment(
         community_id: CommunityId,

@@ -1,10 +1,11 @@
 """Request and response models: they define the OpenAPI document schemathesis checks answers against."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, BaseModel, ConfigDict, Field
 
 ItemType = Literal["notification", "discussion", "case", "task", "approval"]
 Category = Literal[
@@ -29,7 +30,20 @@ def _storable(value: Any) -> Any:
     return value
 
 
+def _rfc3339(value: Any) -> Any:
+    """Only RFC 3339 date-times (pydantic alone would also take numbers, as Unix timestamps)."""
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt ":
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z")
+    try:
+        return dt.datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z") from None
+
+
 Text = Annotated[str, AfterValidator(_storable)]
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_storable)]
 
 
@@ -44,7 +58,7 @@ class ItemCreate(_Strict):
     title: Text = Field(min_length=1, max_length=500)
     body: Text = Field(default="", max_length=100_000, description="markdown")
     severity: Severity = "info"
-    due_at: AwareDatetime | None = None
+    due_at: Rfc3339 | None = None
     requires_ack: bool = False
     external_ref: Text | None = Field(default=None, min_length=1, max_length=255)
     metadata: Metadata = Field(default_factory=dict)
@@ -56,7 +70,7 @@ class ItemPatch(_Strict):
     title: Text = Field(default=None, min_length=1, max_length=500)
     body: Text = Field(default=None, max_length=100_000)
     severity: Severity = None
-    due_at: AwareDatetime | None = Field(default=None, description="null clears the due date")
+    due_at: Rfc3339 | None = Field(default=None, description="null clears the due date")
     metadata: Metadata = Field(default=None, description="RFC 7396 merge patch of the item's metadata")
 
 

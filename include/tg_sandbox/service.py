@@ -59,7 +59,8 @@ def to_us(value: dt.datetime) -> int:
 def format_us(value: int | None) -> str | None:
     if value is None:
         return None
-    return (EPOCH + dt.timedelta(microseconds=value)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: it pads years below 1000 to four digits as RFC 3339 requires.
+    return (EPOCH + dt.timedelta(microseconds=value)).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def new_id(prefix: str) -> str:
