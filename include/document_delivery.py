@@ -580,7 +580,7 @@ def notification_payload(partner: Partner, outcome: dict, ctx: RunContext) -> di
         "requires_ack": True,
         "title": f"{doc.replace('_', ' ').capitalize()} {outcome['file_name']} received",
         "body": (
-            f"We received **{_md(outcome['file_name'])}** ({outcome.get('size')} bytes, "
+            f"We received {_md(outcome['file_name'])} ({outcome.get('size')} bytes, "
             f"{outcome.get('rows')} rows) and it passed our checks. Please acknowledge, or dispute it "
             f"if it is not what you sent.\n\nsha256 `{outcome.get('sha256')}`"
         ),
@@ -602,7 +602,7 @@ def validation_case_payload(partner: Partner, outcome: dict, ctx: RunContext) ->
         "due_at": (_now() + timedelta(days=2)).isoformat(timespec="seconds"),
         "title": f"{outcome['file_name']} failed validation: {outcome.get('reason_code') or _reason_code(outcome)}",
         "body": (
-            f"**{_md(outcome['file_name'])}** was quarantined and not processed. Please send a corrected "
+            f"{_md(outcome['file_name'])} was quarantined and not processed. Please send a corrected "
             f"file for the same document (same name, or with `_corrected`/`_v2`).\n\n{summary}"
         ),
         "external_ref": _ref(partner, subject, reason),
@@ -620,7 +620,7 @@ def transfer_case_payload(partner: Partner, outcome: dict, ctx: RunContext) -> d
         "requires_ack": True,
         "title": f"{outcome['file_name']} could not be transferred",
         "body": (
-            f"We saw **{_md(outcome['file_name'])}** in your inbound folder but could not fetch it after "
+            f"We saw {_md(outcome['file_name'])} in your inbound folder but could not fetch it after "
             f"{ctx.fetch_attempts} attempts. It was left where it is; we will try again. If it persists, "
             f"please upload it again.\n\nError: `{outcome.get('reason')}`"
         ),
@@ -638,7 +638,9 @@ def _reason_code(outcome: dict) -> str:
 
 
 def _md(text: str) -> str:
-    return re.sub(r"([\\`*_{}\[\]<>()#+!|])", r"\\\1", text)
+    """A file name as a markdown code span: shown literally, whatever characters it holds."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text).replace("`", "'")
+    return f"`{cleaned}`"
 
 
 def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ctx: RunContext) -> dict:
@@ -707,7 +709,7 @@ def _resolve_open_cases(hook, partner: Partner, ledger: Ledger, outcome: dict, n
         if case["kind"] == "document_delivery":
             continue
         link = _item_link(hook, notification["id"])
-        comment = (f"Resolved by the corrected file **{_md(outcome['file_name'])}** (sha256 "
+        comment = (f"Resolved by the corrected file {_md(outcome['file_name'])} (sha256 "
                    f"`{outcome['sha256']}`), announced in notification {notification['id']}: {link}")
         hook.add_comment(case["item_id"], comment, visibility="partner")
         try:
@@ -747,7 +749,7 @@ def _note_duplicate(hook, ledger: Ledger, outcome: dict) -> None:
     if not ledger.claim_announcement(outcome["entry_id"]):
         return
     hook.add_comment(original.tg_item_id,
-                     f"The same content was delivered again as **{_md(outcome['file_name'])}**; it was archived "
+                     f"The same content was delivered again as {_md(outcome['file_name'])}; it was archived "
                      f"as a duplicate and not processed again.", visibility="partner")
 
 

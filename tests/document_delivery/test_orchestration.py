@@ -63,3 +63,124 @@ def test_rerun_and_new_run_post_nothing_new(delivery_env):
     assert sorted(i["id"] for i in after) == sorted(before)
     case = next(i for i in after if i["category"] == "validation_failure")
     assert len(env.attachments(case["id"])) == 1, "report attached once, not per rerun"
+
+
+def test_bad_inputs_end_in_quarantine_with_clear_cases(delivery_env):
+    """The whole bad-input corpus at once: bad files quarantined with a case each, good ones archived,
+    temporary names untouched, nothing lost, no crash."""
+    from tests.data.bad_inputs import ODD_NAMES, TEMP_NAMES, make_bad_inputs
+
+    env = delivery_env
+    corpus = make_bad_inputs(env.tmp / "corpus")
+    expected: dict[str, str | None] = {}
+    for name, (path, code) in corpus.items():
+        if name.startswith("odd_name_"):
+            continue
+        expected[path.name] = code
+        env.drop(path.name, path)
+    good = corpus["valid"][0]
+    for odd in ODD_NAMES:
+        env.drop(odd, good.read_bytes().replace(b"INV-", f"INV{ODD_NAMES.index(odd)}-".encode()))
+    for temp in TEMP_NAMES:
+        env.drop(temp, b"still uploading")
+    # Names no partner tool should send: backslash traversal and bytes that are not UTF-8.
+    env.drop("..\\..\\windows\\win.ini", good.read_bytes().replace(b"INV-", b"INVW-"))
+    env.drop(b"caf\xe9-latin1.csv", good.read_bytes().replace(b"INV-", b"INVL-"))
+    # Same bytes as valid.csv (listed earlier): a re-delivery, archived as duplicate, never re-checked.
+    duplicates = {name for name in expected if name != "valid.csv"
+                  and (env.inbound / name).read_bytes() == good.read_bytes()}
+    assert duplicates == {"xlsx_is_csv.xlsx"}
+
+    summary = dd.run_partner_once(PARTNER, env.ctx)
+
+    from include.intake.names import classify_name
+    from include.partners import DEFAULT_TEMP_SUFFIXES
+
+    # The intake's rule decides what is temporary (Thumbs.db is not, for it: a complete file of no
+    # document type, so it is refused with a case like any unknown file).
+    temporary = [n for n in TEMP_NAMES if classify_name(n, DEFAULT_TEMP_SUFFIXES).kind == "temporary"]
+    assert len(temporary) >= len(TEMP_NAMES) - 1
+    inbound = env.names(env.inbound)
+    assert sorted(inbound) == sorted(temporary), "temporary names are left alone, everything else is handled"
+    cases = {i["metadata"]["file_name"]: i for i in env.items(category="validation_failure")}
+    notified = {i["metadata"]["file_name"]: i for i in env.items(category="document_delivery")}
+    quarantined = env.names(env.quarantine)
+    for file_name, code in expected.items():
+        if file_name in duplicates:
+            assert file_name not in cases and file_name not in notified
+            assert any(a.startswith(file_name + ".") for a in env.names(env.archive))
+            continue
+        if code is None:
+            assert file_name in notified, f"{file_name} should pass"
+            continue
+        assert file_name in cases, f"{file_name}: no validation_failure case"
+        case = cases[file_name]
+        assert case["type"] == "case" and case["status"] == "open"
+        assert case["metadata"]["reason_code"] == code, file_name
+        assert code in case["title"] and case["body"].strip(), file_name
+        assert [a for a in env.attachments(case["id"]) if a.get("filename", "").endswith(".json")], file_name
+        assert any(q.startswith(file_name + ".") for q in quarantined), f"{file_name} not in quarantine"
+    # Odd but harmless names pass under their own name; names the intake refuses get a case instead.
+    for odd in ODD_NAMES:
+        assert odd in notified or odd in cases, f"{odd!r} neither announced nor refused"
+    assert "..\\..\\windows\\win.ini" in cases
+    assert cases["..\\..\\windows\\win.ini"]["metadata"]["reason_code"]
+    # Nothing is lost: every file that came in is in archive or quarantine (or still inbound).
+    total_in = len(expected) + len(ODD_NAMES) + len(TEMP_NAMES) + 2
+    assert len(env.names(env.archive)) + len(quarantined) + len(inbound) == total_in
+    assert not summary["errors"]
+
+
+def test_duplicate_redelivery_is_announced_once(delivery_env):
+    env = delivery_env
+    content = make_valid_file(env.tmp / "src", "invoice", rows=4, name="d.csv").read_bytes()
+    env.drop("INV-2001.csv", content)
+    dd.run_partner_once(PARTNER, env.ctx)
+    env.drop("INV-2001 (copy).csv", content)
+    second = dd.run_partner_once(PARTNER, env.context("scheduled__2"))
+    assert second["duplicates"] == 1 and second["created"] == 0
+    dd.run_partner_once(PARTNER, env.context("scheduled__3"))
+
+    notifications = env.items(category="document_delivery")
+    assert len(notifications) == 1
+    notes = [c for c in env.comments(notifications[0]["id"]) if "delivered again" in c["body"]]
+    assert len(notes) == 1 and "`INV-2001 (copy).csv`" in notes[0]["body"]
+    assert len(env.names(env.archive)) == 2 and env.names(env.inbound) == []
+
+
+def test_corrected_file_resolves_the_case_with_a_link(delivery_env):
+    env = delivery_env
+    env.drop("INV-3001.csv", _bad_invoice())
+    dd.run_partner_once(PARTNER, env.ctx)
+    (case,) = env.items(category="validation_failure")
+    assert case["metadata"]["document_key"] == "invoice:inv-3001"
+
+    fixed = make_valid_file(env.tmp / "src", "invoice", rows=5, name="f.csv", seed=3)
+    env.drop("INV-3001_corrected.csv", fixed)
+    summary = dd.run_partner_once(PARTNER, env.context("scheduled__2"))
+
+    (notification,) = env.items(category="document_delivery")
+    assert summary["resolved"] == [case["id"]]
+    assert env.item(case["id"])["status"] == "resolved"
+    links = [c for c in env.comments(case["id"]) if notification["id"] in c["body"]]
+    assert len(links) == 1 and "INV-3001_corrected.csv" in links[0]["body"]
+    assert dd.tracked_items(partner_key=PARTNER, kind="validation_failure")[0]["resolved_by_item_id"] == notification["id"]
+
+
+def test_file_that_vanishes_before_fetch_opens_a_transfer_failure_case(delivery_env):
+    env = delivery_env
+    path = env.drop("INV-4001.csv", make_valid_file(env.tmp / "src", "invoice", rows=3, name="v.csv"))
+    claimed = dd.check_readiness(PARTNER, env.ctx)
+    assert len(claimed) == 1
+    path.unlink()  # the partner withdrew it, or the server lost it, between listing and transfer
+
+    outcomes = dd.fetch_and_validate(PARTNER, claimed, env.ctx)
+    assert [o["kind"] for o in outcomes] == [dd.TRANSFER_FAILED]
+    assert "vanished" in outcomes[0]["reason"] and "INV-4001.csv" in outcomes[0]["reason"]
+    dd.publish_results(PARTNER, outcomes, env.ctx)
+
+    (case,) = env.items(category="transfer_failure")
+    assert case["type"] == "case" and case["partner_id"] == TG_PARTNER
+    assert "INV-4001.csv" in case["title"] and outcomes[0]["reason"][:40] in case["body"]
+    assert case["metadata"]["error"]
+    assert env.items(category="document_delivery") == []
