@@ -1,0 +1,119 @@
+"""The partner page driven in headless Chromium: sign in as a partner, open an item, acknowledge,
+comment, dispute, attach; the API sees every change; another partner's item stays invisible."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from .conftest import Api
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium is not installed")]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def sign_in(page, base_url: str, client: tuple[str, str]) -> None:
+    page.goto(base_url + "/portal/")
+    page.fill("#client_id", client[0])
+    page.fill("#client_secret", client[1])
+    page.click("button[type=submit]")
+    page.wait_for_selector("header .who")
+
+
+def test_partner_works_an_item_in_the_browser(browser, tg_sandbox, enterprise, tmp_path):
+    mine = enterprise.create_ok(partner_id="P-ACME", title="ASN 4711 missing", type="case", category="asn_exception")
+    theirs = enterprise.create_ok(partner_id="P-GLOBEX", title="Globex only item")
+    enterprise.http.post(enterprise.item_url(mine["id"], "comments"), json={"body": "internal note", "visibility": "internal"})
+
+    page = browser.new_page()
+    sign_in(page, tg_sandbox.base_url, tg_sandbox.partners["P-ACME"])
+    listed = page.locator("#items tbody tr").evaluate_all("rows => rows.map(r => r.dataset.itemId)")
+    assert mine["id"] in listed and theirs["id"] not in listed
+    assert "Globex only item" not in page.content()
+
+    page.click(f"a[href='/portal/items/{mine['id']}']")
+    page.wait_for_selector("#title")
+    assert page.text_content("#title") == "ASN 4711 missing"
+    assert "internal note" not in page.content()
+
+    page.click("#acknowledge")
+    page.wait_for_selector(".notice.ok")
+    assert page.text_content("#status") == "acknowledged"
+
+    page.fill("#comment-body", "We are checking the ASN.")
+    page.click("#post-comment")
+    page.wait_for_selector("text=We are checking the ASN.")
+
+    page.fill("#transition-comment", "Quantities differ from the PO.")
+    page.click("#move-disputed")
+    page.wait_for_selector(".notice.ok")
+    assert page.text_content("#status") == "disputed"
+
+    upload = tmp_path / "evidence.txt"
+    upload.write_text("PO 4711 says 12, ASN says 10\n")
+    page.set_input_files("#file", str(upload))
+    page.click("#attach")
+    page.wait_for_selector("#attachments >> text=evidence.txt")
+
+    # The API sees what the person did.
+    item = enterprise.get(mine["id"]).json()
+    assert item["status"] == "disputed"
+    assert item["acknowledged_by"] == tg_sandbox.partners["P-ACME"][0]
+    comments = [c["body"] for c in enterprise.http.get(enterprise.item_url(mine["id"], "comments")).json()["comments"]]
+    assert comments == ["internal note", "We are checking the ASN.", "Quantities differ from the PO."]
+    attachments = enterprise.http.get(enterprise.item_url(mine["id"], "attachments")).json()["attachments"]
+    assert [a["filename"] for a in attachments] == ["evidence.txt"]
+    kinds = [e["kind"] for e in enterprise.events(item_id=mine["id"])]
+    assert kinds == ["item.created", "comment.added", "item.acknowledged", "comment.added", "comment.added",
+                     "item.transitioned", "attachment.added"]
+
+    # Resolve from the page, too.
+    page.click("#move-resolved")
+    page.wait_for_selector(".notice.ok")
+    assert enterprise.get(mine["id"]).json()["status"] == "resolved"
+
+    # Another partner's item, opened by URL, is not there.
+    response = page.goto(f"{tg_sandbox.base_url}/portal/items/{theirs['id']}")
+    assert response.status == 404
+    assert "Globex only item" not in page.content()
+    page.close()
+
+
+def test_wrong_secret_and_enterprise_clients_cannot_sign_in(browser, tg_sandbox):
+    page = browser.new_page()
+    sign_in_attempt = [(tg_sandbox.partners["P-ACME"][0], "wrong"), tg_sandbox.enterprise]
+    for client, expected in zip(sign_in_attempt, ["Unknown partner client", "This page is for partner clients"]):
+        page.goto(tg_sandbox.base_url + "/portal/")
+        page.fill("#client_id", client[0])
+        page.fill("#client_secret", client[1])
+        page.click("button[type=submit]")
+        page.wait_for_selector(".notice")
+        assert expected in page.text_content(".notice")
+        assert page.locator("#items").count() == 0
+    page.close()
+
+
+def test_forged_form_without_csrf_changes_nothing(tg_sandbox, enterprise):
+    import requests
+
+    item = enterprise.create_ok(partner_id="P-ACME")
+    session = requests.Session()
+    session.post(f"{tg_sandbox.base_url}/portal/login",
+                 data=dict(zip(("client_id", "client_secret"), tg_sandbox.partners["P-ACME"])))
+    resp = session.post(f"{tg_sandbox.base_url}/portal/items/{item['id']}/transition", data={"to": "resolved", "csrf": "x"})
+    assert "notice=csrf" in resp.url
+    assert enterprise.get(item["id"]).json()["status"] == "open"
