@@ -73,9 +73,23 @@ def test_session_stays_usable_after_fetch(drop, sftp, tmp_path):
 
 def test_changed_size_is_a_transfer_error(drop, sftp, tmp_path):
     drop.put(f"{INBOUND}/grow.bin", os.urandom(5000))
-    with pytest.raises(TransferError, match="changed while fetching: listed 4000 bytes, read 5000"):
+    with pytest.raises(TransferError, match="changed while fetching: listed 4000 bytes"):
         fetch_to_file(sftp, f"{INBOUND}/grow.bin", tmp_path / "grow.bin", expected_size=4000)
     assert not (tmp_path / "grow.bin").exists() and not (tmp_path / "grow.bin.partial").exists()
+
+
+def test_shrunk_file_is_a_transfer_error(drop, sftp, tmp_path):
+    drop.put(f"{INBOUND}/shrink.bin", os.urandom(3000))
+    with pytest.raises(TransferError, match="changed while fetching: listed 4000 bytes, read 3000"):
+        fetch_to_file(sftp, f"{INBOUND}/shrink.bin", tmp_path / "shrink.bin", expected_size=4000)
+
+
+def test_server_read_cap_is_learnt(drop, sftp, tmp_path):
+    source = drop.put(f"{INBOUND}/capped.bin", os.urandom(3 * 1024 * 1024 + 5))
+    # OpenSSH answers at most ~255 KiB per read: 1 MiB requests come back short and the reader adapts
+    result = fetch_to_file(sftp, f"{INBOUND}/capped.bin", tmp_path / "capped.bin", expected_size=source.stat().st_size,
+                           request_size=1024 * 1024, max_requests=4)
+    assert result.sha256 == sha256_of(source)
 
 
 def test_vanished_file_is_a_transfer_error(sftp, tmp_path, clean_partner_folders):
