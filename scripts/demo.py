@@ -159,12 +159,17 @@ def demo_environment(ports: dict[str, int]) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Paused until the api-server answers, then unpaused through the API: a run started earlier
+        # fails its first tasks with "connection refused" (they report to the api-server).
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__API__PORT": str(ports["airflow"]),
         # Tasks talk to the api-server here: it must move with the port.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{ports['airflow']}/execution/",
         "EXCHANGE_DB_URL": f"sqlite:///{VAR / 'exchange.db'}",
+        "DOCUMENT_DELIVERY_STAGING": str(VAR / "staging"),
     })
+    # A quiet partner's sensor gives up after this long (the DAG's default is 10 minutes).
+    env.setdefault("DOCUMENT_DELIVERY_WAIT_SECONDS", "120")
     return env
 
 
@@ -268,11 +273,18 @@ class AirflowAPI:
             self._token = resp.json()["access_token"]
         return self._token
 
-    def call(self, method: str, path: str, **kwargs):
+    def call(self, method: str, path: str, attempts: int = 5, **kwargs):
+        """One API call; a timeout or refused connection is retried (SQLite under load answers slowly)."""
         import requests
 
-        return requests.request(method, f"{self.base_url}/api/v2{path}", timeout=30,
-                                headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+        for attempt in range(1, attempts + 1):
+            try:
+                return requests.request(method, f"{self.base_url}/api/v2{path}", timeout=60,
+                                        headers={"Authorization": f"Bearer {self.token()}"}, **kwargs)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == attempts:
+                    raise
+                time.sleep(2 * attempt)
 
 
 def admin_credentials() -> tuple[str, str]:
@@ -357,7 +369,7 @@ def _interrupt(signum, frame):
 
 
 def run(check: bool) -> int:
-    from include.demo import prepare_exchange
+    from include.demo import drop_samples, prepare_exchange
 
     ports = {name: choose_port(name, port) for name, port in DEFAULT_PORTS.items()}
     services = Services()
@@ -373,18 +385,20 @@ def run(check: bool) -> int:
         start_sftp(services, env, ports["sftp"])
         env.update(connection_env(ports))
         dropped = prepare_exchange(SFTP_ROOT)
+        if check and not dropped:  # var/ from an earlier start: the check needs deliveries of its own
+            dropped = drop_samples(SFTP_ROOT)
         say(f"sample files waiting in the inbound folders: {len(dropped)}")
         say("starting Airflow (standalone; the first start migrates its database, ~1 minute)")
         airflow_url = start_airflow(services, env, ports["airflow"])
         api = AirflowAPI(airflow_url)
         dag_ready = wait_for_dag(api, services)
-        if dag_ready:
-            unpause(api)
-        else:
+        if not dag_ready:
             say(f"DAG {DAG_ID} is not (yet) available in Airflow")
+        elif not check:
+            unpause(api)  # the scheduler starts the latest 15-minute run at once: it takes the samples
         print_banner(airflow_url, sandbox_url, ports["sftp"])
         if check:
-            return smoke_check(api, services, sandbox_url, ports["sftp"], dag_ready)
+            return smoke_check(api, services, sandbox_url, ports["sftp"], dag_ready, dropped)
         while True:
             services.assert_running()
             time.sleep(2)
@@ -399,8 +413,15 @@ def run(check: bool) -> int:
         say("stopped")
 
 
-def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool) -> int:
-    """Trigger one run through the REST API, wait for it, and show what reached the sandbox."""
+def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool,
+                dropped: list) -> int:
+    """Trigger one run through the REST API, wait for it, then check where the samples went.
+
+    The run is triggered while the DAG is still paused and the DAG unpaused right after, so the
+    scheduler may also start its latest 15-minute run; ``max_active_runs=1`` runs them one after
+    the other, and whichever runs first takes the samples. Either way, once the triggered run has
+    ended every sample must have left the inbound folders and the sandbox must hold its items.
+    """
     checks = {
         "Airflow UI answers": http_ok(f"{api.base_url}/"),
         "sandbox partner page answers": http_ok(f"{sandbox_url}/portal/"),
@@ -411,15 +432,21 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
         resp = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
         resp.raise_for_status()
         run_id = resp.json()["dag_run_id"]
+        unpause(api)
         say(f"triggered {DAG_ID} run {run_id}")
         state = wait_for_run(api, services, run_id)
         checks[f"run {run_id} succeeded"] = state == "success"
+        checks.update(sample_outcomes(dropped))
         items = sandbox_items(sandbox_url)
         by = Counter((item["partner_id"], item["category"], item["type"]) for item in items)
-        say(f"sandbox now holds {len(items)} items:")
+        say(f"the sandbox holds {len(items)} items:")
         for (partner, category, kind), count in sorted(by.items()):
             print(f"    {partner:<10} {category:<20} {kind:<12} {count}")
-        checks["sandbox has items"] = len(items) > 0
+        partners_with_items = {item["partner_id"] for item in items}
+        checks["sandbox has items for every partner"] = partners_with_items >= {"P-ACME", "P-GLOBEX", "P-INITECH"}
+        cases = {item["partner_id"] for item in items if item["category"] == "validation_failure"}
+        bad_partners = {f"P-{s.partner.upper()}" for s in dropped if s.expected_reason}
+        checks["a validation_failure case per bad sample's partner"] = bad_partners <= cases
     width = max(len(name) for name in checks)
     print()
     for name, ok in checks.items():
@@ -427,6 +454,28 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
     passed = all(checks.values())
     say("smoke check " + ("PASSED" if passed else "FAILED"))
     return 0 if passed else 1
+
+
+def sample_outcomes(dropped: list) -> dict[str, bool]:
+    """Each sample left inbound/ for archive/ (good) or quarantine/ (bad), under a suffixed name."""
+    from include.partners import load_registry
+
+    registry = load_registry()
+    misplaced = []
+    for sample in dropped:
+        folders = registry.get(sample.partner).folders
+        name = sample.remote_path.rsplit("/", 1)[1]
+        target = folders.archive if sample.expected_reason is None else folders.quarantine
+        target_dir = SFTP_ROOT / target.lstrip("/")
+        still_inbound = (SFTP_ROOT / sample.remote_path.lstrip("/")).exists()
+        # The intake renames to "<name>.<timestamp>.<sha8>" so a later file of the same name never clashes.
+        landed = target_dir.is_dir() and any(p.name.startswith(name) for p in target_dir.iterdir())
+        if still_inbound or not landed:
+            misplaced.append(f"{sample.remote_path} (expected in {target}; still in inbound: {still_inbound})")
+    for line in misplaced:
+        say(f"  not where expected: {line}")
+    good = sum(1 for s in dropped if s.expected_reason is None)
+    return {f"{good} good samples archived, {len(dropped) - good} bad quarantined": bool(dropped) and not misplaced}
 
 
 def wait_for_run(api: AirflowAPI, services: Services, run_id: str, timeout: float = 900) -> str:
