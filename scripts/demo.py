@@ -447,6 +447,8 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
         cases = {item["partner_id"] for item in items if item["category"] == "validation_failure"}
         bad_partners = {f"P-{s.partner.upper()}" for s in dropped if s.expected_reason}
         checks["a validation_failure case per bad sample's partner"] = bad_partners <= cases
+        checks[f"{TG_PARTNER_LOGIN[0]} sees its items on the partner page, no one else's"] = partner_page_shows(
+            sandbox_url, items, "P-ACME")
     width = max(len(name) for name in checks)
     print()
     for name, ok in checks.items():
@@ -454,6 +456,22 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
     passed = all(checks.values())
     say("smoke check " + ("PASSED" if passed else "FAILED"))
     return 0 if passed else 1
+
+
+def partner_page_shows(sandbox_url: str, items: list[dict], partner_id: str) -> bool:
+    """Log in to /portal/ as the demo partner, as a person would; its item titles show, others' do not."""
+    import html
+
+    import requests
+
+    client_id, client_secret = TG_PARTNER_LOGIN
+    with requests.Session() as browser:
+        browser.post(f"{sandbox_url}/portal/login", data={"client_id": client_id, "client_secret": client_secret},
+                     timeout=30).raise_for_status()
+        page = browser.get(f"{sandbox_url}/portal/", timeout=30).text
+    own = [html.escape(i["title"], quote=False) for i in items if i["partner_id"] == partner_id]
+    others = [html.escape(i["title"], quote=False) for i in items if i["partner_id"] != partner_id]
+    return bool(own) and all(t in page for t in own) and not any(t in page for t in others if t not in own)
 
 
 def sample_outcomes(dropped: list) -> dict[str, bool]:
