@@ -294,17 +294,10 @@ class PartnerInbox:
         if entry is None:
             return None
         if companions:
-            entry = self._set_companions(entry, companions)
+            entry = self.ledger.set_companions(entry.id, companions)
         # The listed path, not the stored one: the ledger keeps undecodable bytes escaped.
         final_path = self._quarantine_entry(entry, reason, movable=addressable, source_path=remote.path)
         return Rejected(entry.id, remote.path, remote.name, reason, final_path)
-
-    def _set_companions(self, entry: LedgerEntry, companions: list[str]) -> LedgerEntry:
-        from sqlalchemy import update
-
-        with self.ledger.engine.begin() as conn:
-            conn.execute(update(L.intake_files).where(L.intake_files.c.id == entry.id).values(companions=companions))
-        return self.ledger.get(entry.id)
 
     # ---- fetch ---------------------------------------------------------------------------------
     def fetch(self, item: Any, *, timeout: float | None = None) -> FetchedFile:
@@ -336,12 +329,9 @@ class PartnerInbox:
         if manifest_name in entry.companions or self.partner.readiness.marker == "manifest":
             reason = self._manifest_mismatch(entry, manifest_name, result.sha256)
             if reason:
-                self.ledger.record_error(entry.id, reason)
-                with self.ledger.engine.begin() as conn:
-                    from sqlalchemy import update
-
-                    conn.execute(update(L.intake_files).where(L.intake_files.c.id == entry.id).values(
-                        sha256=result.sha256, local_path=str(local)))
+                # Keep what arrived (digest, staged copy) without claiming its content as received.
+                self.ledger.record_unverified_fetch(entry.id, sha256=result.sha256, size=result.size,
+                                                    local_path=str(local), error=reason)
                 final_path = self.quarantine(entry.id, reason)
                 return FetchedFile(local_path=str(local), outcome="quarantined", reason=reason,
                                    final_path=final_path, **base)
@@ -391,7 +381,7 @@ class PartnerInbox:
         if expected != sha256:
             return f"sha256 mismatch: manifest {manifest_name} says {expected}, received file has {sha256}"
         if manifest_name not in entry.companions:
-            self._set_companions(entry, [*entry.companions, manifest_name])
+            self.ledger.set_companions(entry.id, [*entry.companions, manifest_name])
         return None
 
     # ---- outcome bookkeeping ---------------------------------------------------------------------

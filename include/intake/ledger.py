@@ -24,6 +24,7 @@ A crash in between leaves an open entry with ``final_path`` set, which
 """
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -113,9 +114,32 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_RAW_PREFIX = "=?b64?"
+
+
 def db_text(value: str) -> str:
-    """Text safe for every backend: PostgreSQL rejects NUL and lone surrogates in text columns."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    """A path or name as stored: unchanged when it is clean UTF-8 without NUL (the normal case);
+    otherwise ``=?b64?`` + base64 of its bytes, so undecodable names survive PostgreSQL (which
+    rejects NUL and invalid UTF-8) and come back byte-exact through :func:`from_db_text`."""
+    try:
+        value.encode("utf-8")
+        clean = "\x00" not in value
+    except UnicodeEncodeError:
+        clean = False
+    if clean and not value.startswith(_RAW_PREFIX):
+        return value
+    return _RAW_PREFIX + base64.urlsafe_b64encode(value.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def from_db_text(value: str | None) -> str | None:
+    if value is None or not value.startswith(_RAW_PREFIX):
+        return value
+    return base64.urlsafe_b64decode(value[len(_RAW_PREFIX):]).decode("utf-8", "surrogateescape")
+
+
+def db_message(value: str) -> str:
+    """Free text (errors, reasons) safe for every backend; lossy is fine here."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:4000]
 
 
 @dataclass(frozen=True)
@@ -168,7 +192,9 @@ class LedgerEntry:
             value = data.get(key)
             if value is not None and value.tzinfo is None:  # SQLite drops the zone
                 data[key] = value.replace(tzinfo=timezone.utc)
-        data["companions"] = list(data.get("companions") or [])
+        data["companions"] = [from_db_text(name) for name in data.get("companions") or []]
+        data["remote_path"] = from_db_text(data["remote_path"])
+        data["file_name"] = from_db_text(data["file_name"])
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
@@ -292,7 +318,7 @@ class Ledger:
     def mark_vanished(self, partner_key: str, present_paths: set[str]) -> list[LedgerEntry]:
         """Close ``seen`` entries whose file is no longer listed (renamed or withdrawn by the partner)."""
         now = utcnow()
-        present = {db_text(path) for path in present_paths}
+        present = set(present_paths)
         vanished = [e for e in self.entries(partner_key, status=SEEN, open_only=True) if e.remote_path not in present]
         with self.engine.begin() as conn:
             for entry in vanished:
@@ -312,9 +338,16 @@ class Ledger:
                 .where(and_(intake_files.c.id == entry_id, intake_files.c.status == SEEN,
                             intake_files.c.closed_at.is_(None)))
                 .values(status=READY, claimed_by=claimed_by, claimed_at=now, ready_at=now,
-                        doc_type=doc_type, companions=list(companions), updated_at=now)
+                        doc_type=doc_type, companions=[db_text(c) for c in companions], updated_at=now)
             )
         return result.rowcount == 1
+
+    def set_companions(self, entry_id: int, companions: list[str]) -> LedgerEntry:
+        """Record the marker/manifest names that travel with the file."""
+        with self.engine.begin() as conn:
+            conn.execute(update(intake_files).where(intake_files.c.id == entry_id)
+                         .values(companions=[db_text(c) for c in companions], updated_at=utcnow()))
+        return self.get(entry_id)
 
     def reclaim(self, entry_id: int, claimed_by: str, older_than: timedelta) -> bool:
         """Take over a stale claim (its run died). Compare-and-set on the old claim time."""
@@ -355,7 +388,7 @@ class Ledger:
                         insert(intake_files).values(
                             partner_key=partner_key, remote_path=db_text(remote_path),
                             file_name=db_text(file_name), size=size, mtime=mtime, status=READY,
-                            stable_count=0, companions=[], error=db_text(reason), claimed_by=claimed_by,
+                            stable_count=0, companions=[], error=db_message(reason), claimed_by=claimed_by,
                             claimed_at=now, ready_at=now, first_seen_at=now, last_seen_at=now, updated_at=now,
                         ).returning(intake_files.c.id)
                     ).scalar_one()
@@ -368,7 +401,7 @@ class Ledger:
                 result = conn.execute(
                     update(intake_files).where(and_(intake_files.c.id == entry.id, intake_files.c.status == SEEN))
                     .values(status=READY, claimed_by=claimed_by, claimed_at=now, ready_at=now,
-                            error=db_text(reason), updated_at=now)
+                            error=db_message(reason), updated_at=now)
                 )
                 if result.rowcount != 1:
                     return None
@@ -403,12 +436,20 @@ class Ledger:
                 )
         return self.get(entry_id)
 
+    def record_unverified_fetch(self, entry_id: int, *, sha256: str, size: int, local_path: str, error: str) -> None:
+        """Record a transfer whose integrity check failed: digest and staged copy are kept for the
+        operator, but no ``content_key`` is taken, so a corrected delivery is not a duplicate."""
+        with self.engine.begin() as conn:
+            conn.execute(update(intake_files).where(intake_files.c.id == entry_id).values(
+                sha256=sha256, size=size, local_path=local_path, fetched_at=utcnow(), error=db_message(error),
+                updated_at=utcnow()))
+
     def record_error(self, entry_id: int, error: str) -> None:
         """Keep the last error of an entry (the entry stays where it is, to be retried)."""
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(update(intake_files).where(intake_files.c.id == entry_id)
-                         .values(error=db_text(error)[:4000], updated_at=now))
+                         .values(error=db_message(error), updated_at=now))
 
     def release_content_key(self, entry_id: int) -> None:
         """Forget that this entry's content was received (its transfer proved corrupt), so a
@@ -462,7 +503,7 @@ class Ledger:
         now = utcnow()
         values: dict = dict(target_status=target_status, final_path=final_path, updated_at=now)
         if reason is not None:
-            values["error"] = db_text(reason)[:4000]
+            values["error"] = db_message(reason)
         if target_status == QUARANTINED:
             values["status"] = QUARANTINED
         with self.engine.begin() as conn:

@@ -296,3 +296,21 @@ def test_sqlite_ledger_works_end_to_end(make_partner, drop, sftp, tmp_path):
     entries = ledger.entries(inbox.partner.key)
     assert [e.status for e in entries] == ["archived", "duplicate"]
     assert entries[0].tg_item_id == "TG-1" and entries[0].closed_at.tzinfo is not None
+
+
+def test_undecodable_names_round_trip_through_the_ledger(make_partner, ledger, sftp, drop, sshd_server):
+    from include.intake.ledger import db_text, from_db_text
+
+    raw_name = b"PO-\xe9t\xe9.csv".decode("utf-8", "surrogateescape")
+    for value in (raw_name, "plain.csv", "nul\x00.csv", "=?b64?looks-encoded"):
+        assert from_db_text(db_text(value)) == value
+    assert db_text("plain/\\path.csv") == "plain/\\path.csv"  # clean names are stored as they are
+    partner = make_partner()
+    with open(os.fsencode(sshd_server.local_path(INBOUND)) + b"/PO-\xe9t\xe9.csv", "wb") as handle:
+        handle.write(b"x")
+    entry = ledger.register_rejected(partner.key, f"{INBOUND}/{raw_name}", raw_name, 1, 1, "not UTF-8", "run")
+    stored = ledger.get(entry.id)
+    assert stored.remote_path == f"{INBOUND}/{raw_name}" and stored.file_name == raw_name
+    # a crashed run's recorded move can be finished from the stored path alone
+    rename_retry_safe(sftp, stored.remote_path, f"{QUARANTINE}/PO-_t_.csv.x")
+    assert drop.names(QUARANTINE) == ["PO-_t_.csv.x"] and drop.names(INBOUND) == []
