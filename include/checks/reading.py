@@ -152,9 +152,21 @@ def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas,
         frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet), True
     else:
         raise ValueError(f"unsupported format {fmt!r} (csv or xlsx)")
+    frames = _marked(frames, candidates)
     if formulas == "reject" and candidates:
         return _rejecting_formulas(frames)
     return frames
+
+
+def _marked(frames, candidates: bool):
+    """Tell later steps whether any cell can be a formula (``attrs["formula_candidates"]``).
+
+    False when the pre-scan found no field starting with a formula character anywhere in the file,
+    so the per-cell scan (the costliest built-in check) can be skipped.
+    """
+    for frame in frames:
+        frame.attrs["formula_candidates"] = candidates
+        yield frame
 
 
 def _rejecting_formulas(frames):
@@ -212,7 +224,8 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
     block_size = max(1, min(_BLOCK, max_line_bytes))
     delim = re.escape(delimiter.encode("ascii"))
     # A field starts at the file start, after a line break or after the delimiter; it may be quoted.
-    candidate = re.compile(rb'(?:^|[\n' + delim + rb'])[ ]*"?[=+\-@\t]|"\r')
+    candidate = re.compile(rb'(?:^|[\n' + delim + rb'])"?[=+\-@\t]|"\r')
+    candidate_inside = re.compile(rb'[\n' + delim + rb']"?[=+\-@\t]|"\r')  # no ^: tail is mid-line
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     lines = 0  # line breaks seen before the current block
     since_newline = 0  # bytes of the current (unfinished) line before the current block
@@ -265,7 +278,7 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
                 lines += block.count(b"\n")
             if not nonblank and block.strip():
                 nonblank = True
-            if not candidates and candidate.search(tail + block if offset else block):
+            if not candidates and (candidate_inside.search(tail + block) if tail else candidate.search(block)):
                 candidates = True
             tail = block[-8:]
             offset += len(block)

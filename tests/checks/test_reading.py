@@ -168,3 +168,23 @@ def test_read_column_rows_returns_the_text_at_given_rows(tmp_path):
 def test_missing_file_is_a_caller_bug(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_table(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1])
+def test_formula_prefilter_sees_cells_across_block_boundaries(tmp_path, shift):
+    """The pre-scan reads 1 MiB blocks; a delimiter, quote and '=' split over two blocks still count."""
+    head = "a,b\n"
+    filler_row = "x" * 60 + ",y\n"
+    body = head + filler_row * ((1 << 20) // len(filler_row))
+    pad = (1 << 20) - len(body) + shift  # put the ',"=' of the last row around the block boundary
+    body += "z" * max(pad, 1) + ',"=1+1"\n'
+    path = tmp_path / "boundary.csv"
+    path.write_text(body)
+    with pytest.raises(UnreadableFile) as info:
+        read_table(path)
+    assert info.value.details["count"] == 1 and info.value.details["cells"][0]["value"] == "=1+1"
+
+
+def test_prefilter_marks_files_without_formula_characters(tmp_path, corpus):
+    assert read_table(corpus["valid"][0]).attrs["formula_candidates"] is False
+    assert read_table(corpus["negative_amount"][0], formulas="allow").attrs["formula_candidates"] is True
