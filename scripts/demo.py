@@ -415,9 +415,10 @@ def run(check: bool) -> int:
 
 def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool,
                 dropped: list) -> int:
-    """Trigger one run through the REST API, wait for it, then check where the samples went.
+    """Trigger a run through the REST API, check where the samples went and what the sandbox holds;
+    then act as the partners (re-send the bad files corrected), trigger again, check the cases resolved.
 
-    The run is triggered while the DAG is still paused and the DAG unpaused right after, so the
+    The first run is triggered while the DAG is still paused and the DAG unpaused right after, so the
     scheduler may also start its latest 15-minute run; ``max_active_runs=1`` runs them one after
     the other, and whichever runs first takes the samples. Either way, once the triggered run has
     ended every sample must have left the inbound folders and the sandbox must hold its items.
@@ -429,26 +430,33 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
         f"DAG {DAG_ID} parsed": dag_ready,
     }
     if dag_ready:
-        resp = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
-        resp.raise_for_status()
-        run_id = resp.json()["dag_run_id"]
+        run_id = trigger(api)
         unpause(api)
-        say(f"triggered {DAG_ID} run {run_id}")
-        state = wait_for_run(api, services, run_id)
-        checks[f"run {run_id} succeeded"] = state == "success"
-        checks.update(sample_outcomes(dropped))
+        checks[f"run {run_id} succeeded"] = wait_for_run(api, services, run_id) == "success"
+        checks.update(sample_outcomes(dropped, "samples"))
         items = sandbox_items(sandbox_url)
-        by = Counter((item["partner_id"], item["category"], item["type"]) for item in items)
-        say(f"the sandbox holds {len(items)} items:")
-        for (partner, category, kind), count in sorted(by.items()):
-            print(f"    {partner:<10} {category:<20} {kind:<12} {count}")
+        print_items(items)
         partners_with_items = {item["partner_id"] for item in items}
         checks["sandbox has items for every partner"] = partners_with_items >= {"P-ACME", "P-GLOBEX", "P-INITECH"}
-        cases = {item["partner_id"] for item in items if item["category"] == "validation_failure"}
         bad_partners = {f"P-{s.partner.upper()}" for s in dropped if s.expected_reason}
-        checks["a validation_failure case per bad sample's partner"] = bad_partners <= cases
+        open_cases = {item["partner_id"] for item in items if item["category"] == "validation_failure"}
+        checks["a validation_failure case per bad sample's partner"] = bool(bad_partners) and bad_partners <= open_cases
         checks[f"{TG_PARTNER_LOGIN[0]} sees its items on the partner page, no one else's"] = partner_page_shows(
             sandbox_url, items, "P-ACME")
+
+        # Act as the partners: send corrected files; the next run must resolve their cases.
+        from include.demo import correct_quarantined
+
+        corrections = correct_quarantined(SFTP_ROOT)
+        say(f"partners re-send {len(corrections)} corrected files")
+        run_id = trigger(api)
+        checks[f"run {run_id} (corrections) succeeded"] = wait_for_run(api, services, run_id) == "success"
+        checks.update(sample_outcomes(corrections, "corrected files"))
+        items = sandbox_items(sandbox_url)
+        print_items(items)
+        cases = [item for item in items if item["category"] == "validation_failure"]
+        checks["every validation_failure case resolved by its corrected file"] = bool(corrections) and all(
+            item["status"] == "resolved" for item in cases)
     width = max(len(name) for name in checks)
     print()
     for name, ok in checks.items():
@@ -456,6 +464,21 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
     passed = all(checks.values())
     say("smoke check " + ("PASSED" if passed else "FAILED"))
     return 0 if passed else 1
+
+
+def trigger(api: AirflowAPI) -> str:
+    resp = api.call("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})
+    resp.raise_for_status()
+    run_id = resp.json()["dag_run_id"]
+    say(f"triggered {DAG_ID} run {run_id}")
+    return run_id
+
+
+def print_items(items: list[dict]) -> None:
+    by = Counter((item["partner_id"], item["category"], item["type"], item["status"]) for item in items)
+    say(f"the sandbox holds {len(items)} items:")
+    for (partner, category, kind, status), count in sorted(by.items()):
+        print(f"    {partner:<10} {category:<20} {kind:<12} {status:<12} {count}")
 
 
 def partner_page_shows(sandbox_url: str, items: list[dict], partner_id: str) -> bool:
@@ -474,7 +497,7 @@ def partner_page_shows(sandbox_url: str, items: list[dict], partner_id: str) -> 
     return bool(own) and all(t in page for t in own) and not any(t in page for t in others if t not in own)
 
 
-def sample_outcomes(dropped: list) -> dict[str, bool]:
+def sample_outcomes(dropped: list, label: str) -> dict[str, bool]:
     """Each sample left inbound/ for archive/ (good) or quarantine/ (bad), under a suffixed name."""
     from include.partners import load_registry
 
@@ -493,7 +516,8 @@ def sample_outcomes(dropped: list) -> dict[str, bool]:
     for line in misplaced:
         say(f"  not where expected: {line}")
     good = sum(1 for s in dropped if s.expected_reason is None)
-    return {f"{good} good samples archived, {len(dropped) - good} bad quarantined": bool(dropped) and not misplaced}
+    return {f"{label}: {good} archived, {len(dropped) - good} quarantined, none left in inbound":
+            bool(dropped) and not misplaced}
 
 
 def wait_for_run(api: AirflowAPI, services: Services, run_id: str, timeout: float = 900) -> str:

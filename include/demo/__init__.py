@@ -4,6 +4,6 @@ Used by ``scripts/demo.py`` and ``python -m include.demo``; never imported by DA
 contents come from the project's test-data generator (``tests.data.bad_inputs``), so the demo's
 good files pass the same suites the tests use and its bad files fail them for a known reason.
 """
-from include.demo.samples import Sample, drop_samples, prepare_exchange
+from include.demo.samples import Sample, correct_quarantined, drop_samples, prepare_exchange
 
-__all__ = ["Sample", "drop_samples", "prepare_exchange"]
+__all__ = ["Sample", "correct_quarantined", "drop_samples", "prepare_exchange"]

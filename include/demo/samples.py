@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -105,6 +106,36 @@ def drop_samples(sftp_root: str | os.PathLike, registry=None, *, bad: bool = Tru
                 name = file_name_for(invoice.patterns[0], f"{stamp}-bad-{entry.replace('_', '-')}")
                 samples.append(_deliver(sftp_root, partner, path, name, invoice.type, reason))
     return samples
+
+
+def correct_quarantined(sftp_root: str | os.PathLike, registry=None, *, seed: int | None = None) -> list[Sample]:
+    """Act as the partner answering a validation_failure case: re-send each quarantined demo sample
+    under its original name, now with valid content. The DAG recognises the same document and
+    resolves the open case. Only the demo's own bad samples (``-bad-`` in the name) are corrected.
+    """
+    from tests.data.bad_inputs import make_valid_file
+
+    registry = registry or _load_registry()
+    sftp_root = Path(sftp_root)
+    seed = int(time.time()) if seed is None else seed
+    samples: list[Sample] = []
+    with tempfile.TemporaryDirectory(prefix="demo-corrections-") as scratch:
+        for partner in registry.partners:
+            quarantine = _remote_to_local(sftp_root, partner.folders.quarantine)
+            originals = sorted({m.group("name") for p in quarantine.glob("*") if (m := _QUARANTINED.match(p.name))})
+            for name in originals:
+                doc = partner.document_type_for(name)
+                if "-bad-" not in name or doc is None:
+                    continue
+                variant = zlib.crc32(f"{seed}/{partner.key}/{name}".encode())
+                made = make_valid_file(Path(scratch) / partner.key, doc.type, rows=SAMPLE_ROWS[0], fmt=doc.format,
+                                       name=name, seed=variant % GENERATOR_SEEDS)
+                samples.append(_deliver(sftp_root, partner, made, name, doc.type, None))
+    return samples
+
+
+#: "<original name>.<UTC timestamp>Z.<sha8 | nosha>", as include.intake.moves names moved files.
+_QUARANTINED = re.compile(r"^(?P<name>.+)\.\d{8}T\d{12}Z\.(?:[0-9a-f]{8}|nosha)$")
 
 
 def file_name_for(pattern: str, token: str) -> str:

@@ -85,3 +85,27 @@ def test_restart_drops_nothing_new_and_another_round_has_new_content(dropped, tm
     assert first_round.keys() == second_round.keys()
     # Identical content from the same partner would be a re-delivery (a duplicate), not a new document.
     assert all(first_round[key] != second_round[key] for key in first_round)
+
+
+def test_correct_resends_quarantined_demo_files_valid_under_their_original_name(tmp_path):
+    from include.checks import validate_file
+    from include.demo.samples import correct_quarantined
+    from include.intake.moves import unique_suffix
+
+    samples = prepare_exchange(tmp_path)
+    registry = load_registry()
+    bad = [s for s in samples if s.expected_reason is not None]
+    # Quarantine the bad ones the way the intake names moved files; leave one foreign file there too.
+    for sample in bad:
+        source = tmp_path / sample.remote_path.lstrip("/")
+        name = source.name
+        quarantine = tmp_path / registry.get(sample.partner).folders.quarantine.lstrip("/")
+        source.rename(quarantine / f"{name}.{unique_suffix('ab' * 32)}")
+    acme_quarantine = tmp_path / registry.get("acme").folders.quarantine.lstrip("/")
+    (acme_quarantine / f"INV-someone-elses.csv.{unique_suffix(None)}").write_text("not ours")
+
+    corrected = correct_quarantined(tmp_path)
+    assert sorted(s.remote_path for s in corrected) == sorted(s.remote_path for s in bad)
+    for sample in corrected:
+        path = tmp_path / sample.remote_path.lstrip("/")
+        assert validate_file(path, sample.doc_type).passed, sample
