@@ -6,6 +6,7 @@ database, need no time-zone handling and make the (updated_at, id) keyset cursor
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 from sqlalchemy import (
@@ -142,13 +143,22 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def make_write_lock(engine: Engine) -> contextlib.AbstractContextManager:
+    """The lock this process's writers take before a write transaction (SQLite only).
+
+    SQLite's busy handler waits by sleeping (up to 100 ms a try); a lock hands over at once. Other
+    processes still meet BEGIN IMMEDIATE and the busy timeout. PostgreSQL needs none."""
+    return threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
-def write_tx(engine: Engine) -> Iterator[Connection]:
+def write_tx(engine: Engine, lock: contextlib.AbstractContextManager) -> Iterator[Connection]:
     """A write transaction (SQLite: BEGIN IMMEDIATE, so concurrent writers queue instead of failing)."""
-    with engine.connect() as conn:
-        conn.execution_options(tg_write=True)
-        with conn.begin():
-            yield conn
+    with lock:
+        with engine.connect() as conn:
+            conn.execution_options(tg_write=True)
+            with conn.begin():
+                yield conn
 
 
 @contextlib.contextmanager

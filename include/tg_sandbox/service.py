@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, tupl
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Principal
-from .db import attachments, comments, communities, events, items, read_tx, write_tx
+from .db import attachments, comments, communities, events, items, make_write_lock, read_tx, write_tx
 from .seed import Seed
 
 STATUSES = ("open", "acknowledged", "in_progress", "disputed", "resolved", "closed")
@@ -179,6 +179,7 @@ class Store:
         self.engine = engine
         self.seed = seed
         self.community_id = seed.community_id
+        self._write_lock = make_write_lock(engine)
 
     # -- set-up -------------------------------------------------------------------------------------
     def ensure_seeded(self) -> None:
@@ -186,7 +187,7 @@ class Store:
         from .db import metadata
 
         metadata.create_all(self.engine)
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             found = conn.execute(select(communities.c.id).where(communities.c.id == self.community_id)).first()
             if found is None:
                 conn.execute(insert(communities).values(id=self.community_id, tenant_id=self.seed.tenant_id, clock_us=0))
@@ -236,7 +237,7 @@ class Store:
         due_at = payload.get("due_at")
         for _attempt in range(3):
             try:
-                with write_tx(self.engine) as conn:
+                with write_tx(self.engine, self._write_lock) as conn:
                     ts = self._tick(conn)
                     values = dict(
                         id=new_id("itm"),
@@ -316,7 +317,7 @@ class Store:
 
     def patch_item(self, principal: Principal, item_id: str, expected_version: int | None, changes: dict) -> dict:
         self._require_enterprise(principal, "edit items")
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if expected_version != row.version:
@@ -344,7 +345,7 @@ class Store:
             return item_to_dict(_Row({**row._asdict(), **values}))
 
     def transition(self, principal: Principal, item_id: str, to: str, comment: str | None) -> dict:
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if to not in TRANSITIONS[row.status]:
@@ -358,7 +359,7 @@ class Store:
             return item_to_dict(_Row({**row._asdict(), **values}))
 
     def acknowledge(self, principal: Principal, item_id: str, note: str | None) -> dict:
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if row.status == "closed":
@@ -388,7 +389,7 @@ class Store:
     def add_comment(self, principal: Principal, item_id: str, body: str, visibility: str) -> dict:
         if principal.is_partner and visibility != "partner":
             raise ApiError(403, "forbidden", "partner clients can only post partner-visible comments")
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             comment_id = self._insert_comment(conn, principal, row, body, visibility, ts)
@@ -414,7 +415,7 @@ class Store:
         digest = hashlib.sha256(content).hexdigest()
         if sha256 is not None and sha256.lower() != digest:
             raise ApiError(422, "sha256_mismatch", "the uploaded bytes do not match the given sha256")
-        with write_tx(self.engine) as conn:
+        with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             meta = dict(id=new_id("att"), item_id=row.id, filename=filename, content_type=content_type,
