@@ -349,6 +349,55 @@ class _MultipartFile:
             self._fh = None
 
 
+class _CoalescingSend:
+    """Send the header block and a small bytes body in one ``sendall``, as http.client itself does.
+
+    urllib3 2 sends them in two writes; the server then wakes up twice per request, which on a
+    loaded machine costs more than the request's own CPU. Only bodies that are ``bytes`` up to
+    64 KiB are coalesced (a streamed attachment goes out as before).
+    """
+
+    _coalesce_next = False
+    _held: bytes | None = None
+
+    def request(self, method, url, body=None, headers=None, **kwargs):  # type: ignore[no-untyped-def]
+        self._coalesce_next = isinstance(body, (bytes, bytearray)) and 0 < len(body) <= 65536
+        self._held = None
+        return super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+
+    def send(self, data):  # type: ignore[no-untyped-def]
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif self._coalesce_next:
+            self._coalesce_next, self._held = False, data  # the header block: wait for the body
+            return None
+        return super().send(data)  # type: ignore[misc]
+
+
+class _CoalescingHTTPAdapter(HTTPAdapter):
+    """requests' adapter whose pools use connections with :class:`_CoalescingSend`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        from urllib3.connection import HTTPConnection, HTTPSConnection
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+        super().init_poolmanager(*args, **kwargs)
+
+        class _Conn(_CoalescingSend, HTTPConnection):
+            pass
+
+        class _SConn(_CoalescingSend, HTTPSConnection):
+            pass
+
+        class _Pool(HTTPConnectionPool):
+            ConnectionCls = _Conn
+
+        class _SPool(HTTPSConnectionPool):
+            ConnectionCls = _SConn
+
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _SPool}
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -475,7 +524,7 @@ class TradingGridHook(BaseHook):
     @staticmethod
     def _mount(session: requests.Session, pool_maxsize: int) -> None:
         # max_retries=0: retries are ours (they know about idempotency); urllib3's would not.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+        adapter = _CoalescingHTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
 
@@ -592,15 +641,18 @@ class TradingGridHook(BaseHook):
             retry_after: float | None = None
             self._count("requests")
             try:
-                resp = session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=stream if stream is not None else (form if form is not None else raw_body),
-                    headers=req_headers,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                )
+                data = stream if stream is not None else (form if form is not None else raw_body)
+                if session.trust_env:  # proxies/.netrc from the environment: requests' full merge
+                    resp = session.request(
+                        method, url, params=params, data=data, headers=req_headers,
+                        timeout=self._timeout, allow_redirects=False,
+                    )
+                else:
+                    # Prepared directly and sent on the session: skips the cookie/environment merging
+                    # of Session.request (a third of requests' per-call CPU; we use neither).
+                    prepared = requests.PreparedRequest()
+                    prepared.prepare(method=method, url=url, headers=req_headers, data=data, params=params)
+                    resp = session.send(prepared, timeout=self._timeout, allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 unknown_outcome = not isinstance(exc, requests.ConnectTimeout)
                 reason = type(exc).__name__
