@@ -5,7 +5,6 @@ Each route lists every status it can answer in ``responses`` so the OpenAPI docu
 """
 
 
-import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
@@ -17,7 +16,7 @@ from .schemas import (
     AcknowledgementRequest, Attachment, AttachmentList, Category, CommentCreate, Comment, CommentList, ErrorBody,
     EventPage, Item, ItemCreate, ItemPage, ItemPatch, ItemType, Rfc3339, Status, Token, TransitionRequest,
 )
-from .service import ApiError, Store
+from .service import ApiError, Store, safe_content_type, safe_filename
 
 _DESCRIPTIONS = {
     400: "Invalid request: a missing or malformed field, header, parameter or cursor (error.code validation_error, invalid_cursor, ...)",
@@ -208,10 +207,8 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         if file.size is not None and file.size > store.seed.attachment_max_bytes:
             raise ApiError(413, "payload_too_large", f"attachments are limited to {store.seed.attachment_max_bytes} bytes")
         content = file.file.read(store.seed.attachment_max_bytes + 1)
-        filename = os.path.basename((file.filename or "").replace("\\", "/"))[:255] or "attachment"
-        filename = filename.replace("\x00", "")
-        content_type = (file.content_type or "application/octet-stream")[:200]
-        meta = store.add_attachment(who, item_id, filename, content_type, content, sha256)
+        meta = store.add_attachment(who, item_id, safe_filename(file.filename), safe_content_type(file.content_type),
+                                    content, sha256)
         return JSONResponse(meta, status_code=201)
 
     @router.get(item_path + "/attachments", response_model=AttachmentList, tags=["attachments"],

@@ -41,6 +41,12 @@ def _faultable(path: str) -> bool:
     return path.startswith("/v1/") or (path.startswith("/tenants/") and path.endswith("/oauth2/token"))
 
 
+def _has_nul(scope) -> bool:
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    query = scope.get("query_string", b"")
+    return b"%00" in raw or b"\x00" in raw or b"%00" in query or b"\x00" in query
+
+
 def error_response_messages(status: int, code: str, message: str, request_id: str, headers: dict[str, str] | None = None):
     body = json.dumps({"error": {"code": code, "message": message, "request_id": request_id}}).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -51,7 +57,7 @@ def error_response_messages(status: int, code: str, message: str, request_id: st
 
 
 class SandboxMiddleware:
-    """Adds ``X-Request-Id`` to every answer and applies the fault settings."""
+    """Adds ``X-Request-Id`` to every answer, refuses NUL in URLs and applies the fault settings."""
 
     def __init__(self, app, state: FaultState):
         self.app = app
@@ -69,6 +75,11 @@ class SandboxMiddleware:
                 message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid)]}
             await send(message)
 
+        if _has_nul(scope):
+            # No database column can hold NUL (PostgreSQL refuses it outright): a clear 400, not a 500.
+            for m in error_response_messages(400, "validation_error", "NUL characters are not allowed in the URL", request_id):
+                await send(m)
+            return
         if not _faultable(scope["path"]):
             return await self.app(scope, receive, send_with_id)
 

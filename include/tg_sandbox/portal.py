@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -19,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from .auth import Principal, TokenService
-from .service import TRANSITIONS, ApiError, Store
+from .service import TRANSITIONS, ApiError, Store, safe_content_type, safe_filename
 
 COOKIE = "tg_portal"
 SESSION_SECONDS = 8 * 3600
@@ -117,6 +116,10 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
             partner_name=store.seed.partners.get(who.partner_id),
         )
 
+    def clean(text: str) -> str | None:
+        """Form text as stored: trimmed, without NUL characters (no database column holds them)."""
+        return text.replace("\x00", "").strip() or None
+
     def act(request: Request, item_id: str, csrf: str, action, done: str) -> RedirectResponse:
         """Run one partner action on an item; answer with a redirect carrying a notice code."""
         current = session(request)
@@ -136,21 +139,22 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
     @app.post("/portal/items/{item_id}/acknowledge", include_in_schema=False)
     def portal_acknowledge(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
                            note: Annotated[str, Form()] = ""):
-        return act(request, item_id, csrf, lambda who: store.acknowledge(who, item_id, note.strip() or None), "acknowledged")
+        return act(request, item_id, csrf, lambda who: store.acknowledge(who, item_id, clean(note)), "acknowledged")
 
     @app.post("/portal/items/{item_id}/comment", include_in_schema=False)
     def portal_comment(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
                        body: Annotated[str, Form()] = ""):
-        if not body.strip():
+        text = clean(body)
+        if text is None:
             return redirect(item_url(item_id), "empty")
-        return act(request, item_id, csrf, lambda who: store.add_comment(who, item_id, body.strip(), "partner"), "commented")
+        return act(request, item_id, csrf, lambda who: store.add_comment(who, item_id, text, "partner"), "commented")
 
     @app.post("/portal/items/{item_id}/transition", include_in_schema=False)
     def portal_transition(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
                           to: Annotated[str, Form()] = "", comment: Annotated[str, Form()] = ""):
         if to not in TRANSITIONS:
             return redirect(item_url(item_id), "illegal_transition")
-        return act(request, item_id, csrf, lambda who: store.transition(who, item_id, to, comment.strip() or None), "moved")
+        return act(request, item_id, csrf, lambda who: store.transition(who, item_id, to, clean(comment)), "moved")
 
     @app.post("/portal/items/{item_id}/attach", include_in_schema=False)
     def portal_attach(request: Request, item_id: str, csrf: Annotated[str, Form()] = "",
@@ -158,9 +162,8 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
         if file is None or not file.filename:
             return redirect(item_url(item_id), "no_file")
         content = file.file.read(store.seed.attachment_max_bytes + 1)
-        name = os.path.basename(file.filename.replace("\\", "/"))[:255] or "attachment"
         return act(request, item_id, csrf, lambda who: store.add_attachment(
-            who, item_id, name, file.content_type or "application/octet-stream", content, None), "attached")
+            who, item_id, safe_filename(file.filename), safe_content_type(file.content_type), content, None), "attached")
 
     @app.get("/portal/items/{item_id}/attachments/{attachment_id}", include_in_schema=False)
     def portal_download(request: Request, item_id: str, attachment_id: str):

@@ -98,6 +98,16 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def safe_filename(name: str | None) -> str:
+    """An uploaded file's name as stored: its base name only, no NUL, at most 255 characters."""
+    base = (name or "").replace("\x00", "").replace("\\", "/").rsplit("/", 1)[-1]
+    return base[:255] if base not in ("", ".", "..") else "attachment"
+
+
+def safe_content_type(value: str | None) -> str:
+    return (value or "").replace("\x00", "")[:200] or "application/octet-stream"
+
+
 def item_to_dict(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,

@@ -29,3 +29,8 @@ def test_healthz_and_openapi(tg_sandbox):
     create = paths["/v1/communities/{community_id}/items"]["post"]["responses"]
     assert set(create) == {"200", "201", "400", "401", "403", "404", "409", "422", "429", "503"}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_nul_in_the_url_is_400_not_a_database_error(enterprise):
+    assert_error(enterprise.http.get(enterprise.items_url, params={"external_ref": "a\x00b"}), 400, "validation_error")
+    assert_error(enterprise.http.get(enterprise.items_url + "/itm_%00x"), 400, "validation_error")
