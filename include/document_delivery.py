@@ -90,7 +90,12 @@ class PartnerInboundSensor(BaseSensorOperator):
     template_fields = ("path", "file_pattern", "sftp_conn_id")
     ui_color = "#f0eee4"
 
-    def __init__(self, *, path: str, file_pattern: str = "*", sftp_conn_id: str = "sftp_default", **kwargs: Any):
+    #: Not ``*``: the async SFTP hook's directory listing includes ``.`` and ``..``, which ``*``
+    #: matches, so an empty folder would count as a delivery. Dot-files are temporary names anyway.
+    DEFAULT_PATTERN = "[!.]*"
+
+    def __init__(self, *, path: str, file_pattern: str = DEFAULT_PATTERN, sftp_conn_id: str = "sftp_default",
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.path = path
         self.file_pattern = file_pattern

@@ -80,6 +80,11 @@ def test_document_delivery_shape(dagbag):
     sensor = dag.get_task("deliver.wait_for_files")
     assert sensor.soft_fail is True
     assert 0 < sensor.timeout < 15 * 60, "the wait must end before the next 15-minute run"
+    # The async SFTP listing includes '.' and '..': a pattern matching them fires on an empty folder.
+    from fnmatch import fnmatch
+
+    assert not fnmatch(".", sensor.file_pattern) and not fnmatch("..", sensor.file_pattern)
+    assert fnmatch("INV-1.csv", sensor.file_pattern)
     fetch = dag.get_task("deliver.fetch_and_validate")
     # One mapped group per partner: tasks inside are expanded with the group, never per file.
     from airflow.sdk.definitions.taskgroup import MappedTaskGroup

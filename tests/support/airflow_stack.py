@@ -75,12 +75,26 @@ class AirflowStack:
             self._token = resp.json()["access_token"]
         return self._token
 
-    def api(self, method: str, path: str, **kwargs: Any):
-        """Call ``/api/v2{path}`` with the admin JWT; returns the ``requests`` response."""
+    def api(self, method: str, path: str, attempts: int = 3, **kwargs: Any):
+        """Call ``/api/v2{path}`` with the admin JWT; returns the ``requests`` response.
+
+        A timeout or refused connection is retried (the api-server has one worker on a loaded
+        2-core machine); only idempotent reads should rely on that, so POSTs get one attempt.
+        """
         import requests
 
         headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+        if method.upper() not in ("GET", "HEAD"):
+            attempts = 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return requests.request(method, f"{self.base_url}/api/v2{path}", headers=headers, timeout=60, **kwargs)
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == attempts:
+                    raise
+                self.assert_running()
+                time.sleep(2 * attempt)
+        raise AssertionError("unreachable")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
         """Wait until the dag-processor has serialised ``dag_id`` and the API knows it."""
@@ -115,7 +129,7 @@ class AirflowStack:
         run_id: str,
         timeout: float = 300,
         on_poll: Callable[[list[dict]], None] | None = None,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 2.0,
     ) -> dict:
         """Poll the run until it ends; ``on_poll`` sees the task instances at every poll."""
         deadline = time.monotonic() + timeout
@@ -210,6 +224,8 @@ def airflow_env(home: Path, db_url: str, api_port: int, password_file: Path, **e
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            # Tests trigger the runs they assert on; no cron runs (of this or any other DAG) in between.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
@@ -247,16 +263,13 @@ def start_airflow_stack(
         )
         if migrate.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
-        commands = {
-            "api-server": ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"],
-            **{name: ["airflow", name] for name in COMPONENTS},
-        }
-        for name, cmd in commands.items():
-            log_file = open(stack.log_path(name), "ab")  # noqa: SIM115 - lives as long as the process
-            stack.processes[name] = subprocess.Popen(
-                cmd, env=env, cwd=home, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            log_file.close()  # the child holds its own descriptor
+        # The api-server first: tasks reach it through the execution API, and one started before it
+        # listens fails with "Connection refused".
+        _start(stack, "api-server", ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(api_port),
+                                     "--workers", "1"])
+        _wait_for_health(stack, startup_timeout, need_scheduler=False)
+        for name in COMPONENTS:
+            _start(stack, name, ["airflow", name])
         _wait_for_health(stack, startup_timeout)
         yield stack
     finally:
@@ -264,7 +277,15 @@ def start_airflow_stack(
         drop_database(db_url)
 
 
-def _wait_for_health(stack: AirflowStack, timeout: float) -> None:
+def _start(stack: AirflowStack, name: str, cmd: list[str]) -> None:
+    log_file = open(stack.log_path(name), "ab")  # noqa: SIM115 - the child keeps its own descriptor
+    stack.processes[name] = subprocess.Popen(
+        cmd, env=stack.env, cwd=stack.home, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log_file.close()
+
+
+def _wait_for_health(stack: AirflowStack, timeout: float, need_scheduler: bool = True) -> None:
     import requests
 
     deadline = time.monotonic() + timeout
@@ -275,7 +296,7 @@ def _wait_for_health(stack: AirflowStack, timeout: float) -> None:
             resp = requests.get(f"{stack.base_url}/api/v2/monitor/health", timeout=5)
             if resp.status_code == 200:
                 health = resp.json()
-                if health.get("scheduler", {}).get("status") == "healthy":
+                if not need_scheduler or health.get("scheduler", {}).get("status") == "healthy":
                     return
                 last = json.dumps(health)
         except requests.RequestException as exc:

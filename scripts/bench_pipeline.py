@@ -1,0 +1,200 @@
+"""P2: the document_delivery pipeline against a raw SFTP download of the same files, as a ratio.
+
+1,000 small valid invoice files (100 per partner, 10 partners) go into a real OpenSSH sshd's partner
+folders. Then, in one run of this script:
+
+- **raw**: paramiko, one session, ``get`` of every file one after another (the floor: bytes over
+  the wire, nothing else);
+- **pipeline**: per partner, the DAG's task functions without a scheduler — list + readiness
+  (ledger in PostgreSQL) → streamed fetch with sha256 over one session → validation with the
+  great-expectations suite → archive (rename on the server) → TG notifications in bulk mode against
+  the sandbox over HTTP.
+
+The ratio pipeline / raw is the figure (target ≤ 3×). The stages are timed separately too, so the
+cost of validation (great-expectations, per file) is visible apart from the orchestration. The
+checks' one-off warm-up (importing great-expectations, building the context: several seconds per
+worker process) is done before timing and reported on its own. Readiness uses ``stable_polls: 1``
+and ``min_age_seconds: 0`` so no policy wait is counted as processing time.
+
+    .venv/bin/python scripts/bench_pipeline.py [--files 1000] [--partners 10] [--rows 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+def partner_keys(n: int) -> list[str]:
+    return [f"bench{i:02d}" for i in range(1, n + 1)]
+
+
+def registry(keys: list[str]) -> dict:
+    return {"partners": [{
+        "key": key, "name": f"Bench partner {key}", "tg_partner_id": f"P-{key.upper()}",
+        "folders": {role: f"/partners/{key}/{role}" for role in ("inbound", "outbound", "archive", "quarantine")},
+        "document_types": [{"type": "invoice", "patterns": ["INV-*.csv"]}],
+        "readiness": {"min_age_seconds": 0, "stable_polls": 1, "marker": "none"},
+    } for key in keys]}
+
+
+def sandbox_seed(keys: list[str]) -> dict:
+    return {
+        "tenant_id": "bench-tenant", "community_id": "bench-community", "admin_token": "bench-admin-token",
+        "token_ttl_seconds": 3600, "attachment_max_bytes": 10 * 1024 * 1024,
+        "partners": [{"id": f"P-{key.upper()}", "name": key} for key in keys],
+        "clients": [{"client_id": "bench-enterprise", "client_secret": "bench-enterprise-secret",
+                     "kind": "enterprise", "name": "Bench"}],
+    }
+
+
+def write_files(sshd, keys: list[str], files: int, rows: int, scratch: Path) -> list[str]:
+    from tests.data.bad_inputs import make_valid_file
+
+    remote_paths = []
+    per_partner = files // len(keys)
+    for p_index, key in enumerate(keys):
+        inbound = sshd.local_path(f"/partners/{key}/inbound")
+        for i in range(per_partner):
+            seed = p_index * 100_000 + i
+            src = make_valid_file(scratch, "invoice", rows=rows, name="tmp.csv", seed=seed)
+            name = f"INV-{key}-{i:04d}.csv"
+            os.replace(src, inbound / name)
+            remote_paths.append(f"/partners/{key}/inbound/{name}")
+    return remote_paths
+
+
+def raw_download(sshd, remote_paths: list[str], target: Path) -> float:
+    target.mkdir(parents=True, exist_ok=True)
+    sftp = sshd.sftp_client()
+    try:
+        start = time.perf_counter()
+        for i, remote in enumerate(remote_paths):
+            sftp.get(remote, str(target / f"{i}.csv"))
+        return time.perf_counter() - start
+    finally:
+        sftp.close()
+
+
+def warm_checks(scratch: Path) -> float:
+    from include.checks import validate_file
+    from tests.data.bad_inputs import make_valid_file
+
+    start = time.perf_counter()
+    report = validate_file(make_valid_file(scratch, "invoice", rows=5, name="warm.csv"), "invoice")
+    assert report.passed, report.summary_markdown()
+    return time.perf_counter() - start
+
+
+def run_pipeline(keys: list[str], ctx) -> dict:
+    from include import document_delivery as dd
+
+    stages = {"readiness": 0.0, "fetch": 0.0, "validate": 0.0, "publish": 0.0}
+    original_validate = dd._validate
+
+    def timed_validate(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original_validate(*args, **kwargs)
+        finally:
+            stages["validate"] += time.perf_counter() - t
+
+    dd._validate = timed_validate
+    counts = {"notifications": 0, "created": 0, "cases": 0}
+    try:
+        start = time.perf_counter()
+        for key in keys:
+            t = time.perf_counter()
+            ids = dd.check_readiness(key, ctx)
+            stages["readiness"] += time.perf_counter() - t
+            before_validate = stages["validate"]
+            t = time.perf_counter()
+            outcomes = dd.fetch_and_validate(key, ids, ctx)
+            stages["fetch"] += (time.perf_counter() - t) - (stages["validate"] - before_validate)
+            t = time.perf_counter()
+            summary = dd.publish_results(key, outcomes, ctx)
+            stages["publish"] += time.perf_counter() - t
+            counts["notifications"] += len(summary["notifications"])
+            counts["created"] += summary["created"]
+            counts["cases"] += len(summary["validation_cases"]) + len(summary["transfer_cases"])
+        total = time.perf_counter() - start
+    finally:
+        dd._validate = original_validate
+    return {"seconds": total, "stages": stages, **counts}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--partners", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=5, help="data rows per file")
+    args = parser.parse_args()
+
+    import yaml
+
+    from include.db import dispose_engines
+    from include.document_delivery import RunContext
+    from tests.support.postgres import create_database, drop_database
+    from tests.support.sshd import start_sshd
+    from tests.support.tg_sandbox import start_sandbox
+
+    keys = partner_keys(args.partners)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    db_url = create_database("bench_dd")
+    with ExitStack() as stack:
+        stack.callback(drop_database, db_url)
+        stack.callback(dispose_engines)
+        folders = [f"/partners/{k}/{r}" for k in keys for r in ("inbound", "outbound", "archive", "quarantine")]
+        sshd = stack.enter_context(start_sshd(workdir / "sshd", partner_folders=folders))
+        sandbox = stack.enter_context(start_sandbox(workdir / "sandbox", seed=sandbox_seed(keys)))
+        registry_path = workdir / "partners.yaml"
+        registry_path.write_text(yaml.safe_dump(registry(keys)))
+        os.environ.update({
+            "PARTNER_REGISTRY": str(registry_path),
+            "EXCHANGE_DB_URL": db_url,
+            "AIRFLOW_CONN_SFTP_DEFAULT": sshd.airflow_conn_json(),
+            "AIRFLOW_CONN_TRADING_GRID_DEFAULT": sandbox.airflow_conn_json(),
+        })
+        remote_paths = write_files(sshd, keys, args.files, args.rows, workdir / "gen")
+        total_bytes = sum(sshd.local_path(p).stat().st_size for p in remote_paths)
+        print(f"{len(remote_paths)} files, {len(keys)} partners, {total_bytes / 1024:.0f} KiB "
+              f"(median {statistics.median(sshd.local_path(p).stat().st_size for p in remote_paths):.0f} B/file)")
+
+        warm = warm_checks(workdir / "warm")
+        raw = raw_download(sshd, remote_paths, workdir / "raw")
+        ctx = RunContext(run_id="bench__1", staging_root=str(workdir / "staging"), db_url=db_url,
+                         registry_path=str(registry_path))
+        pipe = run_pipeline(keys, ctx)
+
+        archived = sum(len(os.listdir(sshd.local_path(f"/partners/{k}/archive"))) for k in keys)
+        assert archived == len(remote_paths), f"only {archived} of {len(remote_paths)} files archived"
+        assert pipe["notifications"] == len(remote_paths) == pipe["created"], pipe
+
+        ratio = pipe["seconds"] / raw
+        st = pipe["stages"]
+        no_validation = pipe["seconds"] - st["validate"]
+        print(f"raw paramiko download, one session, sequential get: {raw:7.2f} s "
+              f"({len(remote_paths) / raw:.0f} files/s)")
+        print(f"pipeline list→fetch→validate→archive→TG post:      {pipe['seconds']:7.2f} s "
+              f"({len(remote_paths) / pipe['seconds']:.0f} files/s)")
+        print("  stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in st.items()))
+        print(f"  checks warm-up before timing (GX import + context): {warm:.2f} s")
+        print(f"ratio pipeline / raw: {ratio:.1f}x (target ≤ 3x); without validation: {no_validation / raw:.1f}x")
+        print(json.dumps({"files": len(remote_paths), "raw_s": round(raw, 3), "pipeline_s": round(pipe["seconds"], 3),
+                          "ratio": round(ratio, 2), "ratio_without_validation": round(no_validation / raw, 2),
+                          "stages_s": {k: round(v, 3) for k, v in st.items()}, "warmup_s": round(warm, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
