@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Principal
@@ -316,10 +316,7 @@ class Store:
             rows = conn.execute(
                 select(items).where(*conds).order_by(items.c.updated_us, items.c.id).limit(limit + 1)
             ).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].updated_us, rows[-1].id) if more else None
-        return [item_to_dict(r) for r in rows], next_cursor
+        return _page(rows, limit, item_to_dict, lambda r: (r.updated_us, r.id))
 
     def get_item(self, principal: Principal, item_id: str) -> dict:
         with read_tx(self.engine) as conn:
@@ -465,13 +462,14 @@ class Store:
             conds.append(events.c.id > after_id)
         with read_tx(self.engine) as conn:
             rows = conn.execute(select(events).where(*conds).order_by(events.c.id).limit(limit + 1)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [event_to_dict(r) for r in rows], (encode_cursor(rows[-1].id) if more else None)
+        return _page(rows, limit, event_to_dict, lambda r: (r.id,))
 
-    def counts(self) -> dict[str, int]:
-        with read_tx(self.engine) as conn:
-            return {"items": conn.execute(select(func.count()).select_from(items)).scalar_one()}
+
+def _page(rows: list, limit: int, render, position) -> tuple[list[dict], str | None]:
+    """One page from ``limit + 1`` fetched rows; the cursor (the last row's position) only if more follow."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [render(r) for r in rows], (encode_cursor(*position(rows[-1])) if more else None)
 
 
 class _Row:

@@ -42,23 +42,19 @@ class Api:
 
     def list_all(self, **params: Any) -> list[dict]:
         """Every page of GET items, following next_cursor."""
-        out, cursor = [], None
-        while True:
-            resp = self.http.get(self.items_url, params={**params, **({"cursor": cursor} if cursor else {})}, timeout=30)
-            assert resp.status_code == 200, resp.text
-            page = resp.json()
-            out += page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return out
+        return self._all_pages(self.items_url, "items", params)
 
     def events(self, **params: Any) -> list[dict]:
+        """Every page of GET events, following next_cursor."""
+        return self._all_pages(self.events_url, "events", params)
+
+    def _all_pages(self, url: str, key: str, params: dict) -> list[dict]:
         out, cursor = [], None
         while True:
-            resp = self.http.get(self.events_url, params={**params, **({"cursor": cursor} if cursor else {})}, timeout=30)
+            resp = self.http.get(url, params={**params, **({"cursor": cursor} if cursor else {})}, timeout=30)
             assert resp.status_code == 200, resp.text
             page = resp.json()
-            out += page["events"]
+            out += page[key]
             cursor = page["next_cursor"]
             if cursor is None:
                 return out
