@@ -174,6 +174,19 @@ class RetryPolicy:
             return max(min(retry_after, self.retry_after_max), backoff)
         return backoff
 
+    def next_delay_or_give_up(
+        self, attempt: int, started: float, retry_after: float | None, what: str, reason: str, status: int | None
+    ) -> float:
+        """The wait before the next attempt, or :class:`TradingGridRetryExhausted` if the budget is spent."""
+        delay = self.delay(attempt, retry_after)
+        elapsed = time.monotonic() - started
+        if attempt >= self.max_attempts or elapsed + delay > self.max_retry_time:
+            raise TradingGridRetryExhausted(
+                f"Trading Grid {what} still failing after {attempt} attempts in {elapsed:.1f} s (last: {reason})",
+                status=status,
+            )
+        return delay
+
     @classmethod
     def from_extra(cls, extra: Mapping[str, Any]) -> RetryPolicy:
         """Optional connection extra ``retry``: ``{"max_attempts": 10, "backoff_base": 0.5, ...}``."""
@@ -679,16 +692,9 @@ class TradingGridHook(BaseHook):
                 if stream is not None:
                     stream.close()
 
-            delay = policy.delay(attempt, retry_after)
+            delay = policy.next_delay_or_give_up(attempt, started, retry_after, f"{method} {path}", reason, status)
             if status == 429:
                 self._gate.hold(delay)
-            elapsed = time.monotonic() - started
-            if attempt >= policy.max_attempts or elapsed + delay > policy.max_retry_time:
-                raise TradingGridRetryExhausted(
-                    f"Trading Grid {method} {path} still failing after {attempt} attempts in {elapsed:.1f} s "
-                    f"(last: {reason})",
-                    status=status,
-                )
             self._count("retries")
             self.log.warning(
                 "Trading Grid %s %s: %s (attempt %d/%d), retrying in %.2f s",
@@ -1138,12 +1144,5 @@ class TradingGridAsyncClient:
                     reason = f"HTTP {status}"
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
                 reason = type(exc).__name__
-            delay = policy.delay(attempt, retry_after)
-            elapsed = time.monotonic() - started
-            if attempt >= policy.max_attempts or elapsed + delay > policy.max_retry_time:
-                raise TradingGridRetryExhausted(
-                    f"Trading Grid {method} {path} still failing after {attempt} attempts in {elapsed:.1f} s "
-                    f"(last: {reason})",
-                    status=status,
-                )
+            delay = policy.next_delay_or_give_up(attempt, started, retry_after, f"{method} {path}", reason, status)
             await asyncio.sleep(delay)
