@@ -77,6 +77,7 @@ report = validate_catalog_file(sys.argv[1], PRICE_LIST, file_name="price_list.cs
 elapsed = time.perf_counter() - t0
 print(json.dumps({"seconds": elapsed, "warmup_seconds": warmup, "passed": report.passed, "rows": report.rows,
                   "chunks": report.chunks, "failed": [r.expectation_type for r in report.failed_results],
+                  "timings": report.timings,
                   "baseline_rss_mb": baseline_mb,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -110,6 +111,8 @@ def main() -> int:
         print(f"validation (chunks of {args.chunksize:,}): {check['seconds']:7.2f} s   peak RSS {check['peak_rss_mb']:7.0f} MB "
               f"(after GX warm-up {check['baseline_rss_mb']:.0f} MB; warm-up {check['warmup_seconds']:.1f} s not counted)")
         print(f"report: passed={check['passed']} rows={check['rows']:,} chunks={check['chunks']} failed={check['failed']}")
+        parts = ", ".join(f"{k.removesuffix('_seconds')} {v:.1f} s" for k, v in check["timings"].items() if k != "total_seconds")
+        print(f"where the validation time goes: {parts}")
         print(f"ratio validation / read_csv: {ratio:.2f}x   (target <= 3x: {'OK' if ratio <= 3 else 'MISSED'})")
         print(f"validation peak memory:      {check['peak_rss_mb'] / 1024:.2f} GB (target <= 1 GB: "
               f"{'OK' if check['peak_rss_mb'] <= 1024 else 'MISSED'})")
