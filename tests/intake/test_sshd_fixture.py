@@ -72,6 +72,7 @@ def test_sftp_hook_connects_with_the_fixture_connection(sshd_server, clean_partn
     hook = SFTPHook(ssh_conn_id="sftp_default")
     assert hook.no_host_key_check is False and hook.host_key is not None
     with hook.get_managed_conn() as sftp:
+        assert sftp.get_channel().get_transport().remote_cipher == "aes128-gcm@openssh.com"
         assert [a.filename for a in sftp.listdir_attr("/partners/acme/inbound")] == ["INV-1.csv"]
         sftp.posix_rename("/partners/acme/inbound/INV-1.csv", "/partners/acme/archive/INV-1.csv.x")
     assert sshd_server.local_path("/partners/acme/archive/INV-1.csv.x").exists()
