@@ -223,6 +223,8 @@ class PartnerInbox:
         now = self.clock()
         candidates: list[RemoteEntry] = []
         for remote in entries:
+            if not remote.is_file:
+                continue  # sub-folders and links are not deliveries
             verdict = classify_name(remote.name, readiness.temp_suffixes, names)
             if verdict.kind == "unsafe":
                 rejected = self._reject(remote, verdict.reason or "unsafe file name",
@@ -230,8 +232,6 @@ class PartnerInbox:
                 if rejected:
                     result.rejected.append(rejected)
                 continue
-            if not remote.is_file:
-                continue  # sub-folders and links are not deliveries
             if verdict.kind == "temporary":
                 result.temporary.append(remote.name)
             elif verdict.kind == "file":
