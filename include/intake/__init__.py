@@ -54,7 +54,15 @@ Rules it enforces:
 Every result type (``ReadyFile``, ``FetchedFile``) is a frozen dataclass with ``to_dict()`` /
 ``from_dict()`` for XCom; every method taking an entry accepts an id, a result or a ``LedgerEntry``.
 """
-from include.intake.errors import IntakeError, LedgerStateError, MoveError, TransferError, TransferTimeout
+from include.intake.errors import (
+    FileChangedError,
+    FileVanishedError,
+    IntakeError,
+    LedgerStateError,
+    MoveError,
+    TransferError,
+    TransferTimeout,
+)
 from include.intake.fetch import FetchResult, fetch_to_file, time_bound, tune_session
 from include.intake.inbox import FetchedFile, PartnerInbox, PollResult, ReadyFile, Rejected, ResumeReport, Waiting
 from include.intake.ledger import Ledger, LedgerEntry, intake_files
@@ -64,6 +72,8 @@ from include.intake.names import addressable_name, classify_name, is_temporary_n
 
 __all__ = [
     "FetchResult",
+    "FileChangedError",
+    "FileVanishedError",
     "FetchedFile",
     "IntakeError",
     "Ledger",

@@ -13,6 +13,15 @@ class TransferError(IntakeError):
     """
 
 
+class FileChangedError(TransferError):
+    """The remote file's size differs from the listing it was judged ready on: it is being
+    rewritten. The inbox puts the entry back to ``seen`` so readiness starts over."""
+
+
+class FileVanishedError(TransferError):
+    """The remote file is gone (withdrawn or moved by someone else). The inbox closes the entry."""
+
+
 class TransferTimeout(TransferError):
     """A fetch exceeded its time bound. The SFTP session may still carry abandoned read requests:
     close it and open a new one before further transfers."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from include.intake.errors import TransferError, TransferTimeout
+from include.intake.errors import FileChangedError, FileVanishedError, TransferError, TransferTimeout
 
 #: 128 KiB requests, 16 in flight: 2 MiB outstanding = paramiko's default channel window. Bigger
 #: requests cost less Python per byte; OpenSSH's sftp-server answers up to ~255 KiB per read (a
@@ -173,7 +173,7 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
                     sink.write(data)
                     total += len(data)
                     if expected_size is not None and total > expected_size:
-                        raise TransferError(f"{remote_path} changed while fetching: listed {expected_size} bytes, "
+                        raise FileChangedError(f"{remote_path} changed while fetching: listed {expected_size} bytes, "
                                             f"read more than that")
                     if len(data) < length:
                         # Short read before EOF: the server caps read lengths. Drop the queued
@@ -269,7 +269,7 @@ def fetch_to_file(
         raise
     except FileNotFoundError as exc:
         partial.unlink(missing_ok=True)
-        raise TransferError(f"{remote_path} vanished before it could be fetched") from exc
+        raise FileVanishedError(f"{remote_path} vanished before it could be fetched") from exc
     except (OSError, EOFError) as exc:
         partial.unlink(missing_ok=True)
         raise TransferError(f"fetch of {remote_path} failed: {type(exc).__name__}: {exc}") from exc
@@ -280,7 +280,7 @@ def fetch_to_file(
         raise
     if expected_size is not None and size != expected_size:
         partial.unlink(missing_ok=True)
-        raise TransferError(f"{remote_path} changed while fetching: listed {expected_size} bytes, read {size}")
+        raise FileChangedError(f"{remote_path} changed while fetching: listed {expected_size} bytes, read {size}")
     os.replace(partial, local)
     return FetchResult(str(local), size, digest.hexdigest(), time.monotonic() - started,
                        "pipelined" if pipelined else "sequential")

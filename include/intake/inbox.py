@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from include.intake import ledger as L
-from include.intake.errors import LedgerStateError, MoveError, TransferError, TransferTimeout
+from include.intake.errors import (
+    FileChangedError,
+    FileVanishedError,
+    LedgerStateError,
+    MoveError,
+    TransferError,
+    TransferTimeout,
+)
 from include.intake.fetch import fetch_to_file, tune_session
 from include.intake.ledger import Ledger, LedgerEntry
 from include.intake.listing import RemoteEntry, list_folder
@@ -308,7 +315,9 @@ class PartnerInbox:
         to archive). Returns a :class:`FetchedFile` whose ``outcome`` says which.
 
         :raises TransferError: the transfer failed or exceeded its time bound (``TransferTimeout``:
-            close the session). The entry stays ``ready`` with the error recorded, for a retry.
+            close the session). The entry stays ``ready`` with the error recorded, for a retry;
+            except ``FileChangedError`` (back to ``seen``: readiness starts over) and
+            ``FileVanishedError`` (entry closed as ``vanished``).
         """
         entry = self._own(item)
         if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
@@ -317,6 +326,12 @@ class PartnerInbox:
         try:
             result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
                                    timeout=timeout, **self._fetch_kwargs)
+        except FileChangedError as exc:
+            self.ledger.release_claim(entry.id, str(exc))  # still being written: judge it again
+            raise
+        except FileVanishedError as exc:
+            self.ledger.close_vanished(entry.id, str(exc))
+            raise
         except TransferError as exc:
             self.ledger.record_error(entry.id, str(exc))
             raise
@@ -458,7 +473,8 @@ class PartnerInbox:
     def resume_unfinished(self, *, stale_after: timedelta = DEFAULT_STALE_CLAIM) -> ResumeReport:
         """Finish what a crashed run left: recorded-but-unconfirmed moves are completed (renames are
         retry-safe), and claims older than ``stale_after`` are taken over by this inbox and returned
-        in ``reclaimed`` for the caller to continue (fetch again if ``ready``/``fetched``, etc.).
+        in ``reclaimed`` for the caller to continue: :meth:`fetch` a ``ready``/``fetched`` entry
+        again (``ready_file(entry)``), :meth:`archive` a ``validated`` one.
         Call it at the start of a run, inside the same session.
         """
         report = ResumeReport()

@@ -436,6 +436,24 @@ class Ledger:
                 )
         return self.get(entry_id)
 
+    def release_claim(self, entry_id: int, error: str) -> None:
+        """Put a claimed entry back to ``seen`` (the file changed under us): readiness starts over."""
+        with self.engine.begin() as conn:
+            conn.execute(update(intake_files)
+                         .where(and_(intake_files.c.id == entry_id, intake_files.c.status.in_((READY, FETCHED)),
+                                     intake_files.c.closed_at.is_(None), intake_files.c.final_path.is_(None)))
+                         .values(status=SEEN, stable_count=0, claimed_by=None, claimed_at=None,
+                                 error=db_message(error), updated_at=utcnow()))
+
+    def close_vanished(self, entry_id: int, error: str) -> None:
+        """Close an open entry whose file disappeared before we took it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(update(intake_files)
+                         .where(and_(intake_files.c.id == entry_id, intake_files.c.closed_at.is_(None),
+                                     intake_files.c.final_path.is_(None)))
+                         .values(status=VANISHED, closed_at=now, error=db_message(error), updated_at=now))
+
     def record_unverified_fetch(self, entry_id: int, *, sha256: str, size: int, local_path: str, error: str) -> None:
         """Record a transfer whose integrity check failed: digest and staged copy are kept for the
         operator, but no ``content_key`` is taken, so a corrected delivery is not a duplicate."""

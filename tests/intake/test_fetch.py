@@ -134,6 +134,38 @@ def test_inbox_fetch_timeout_keeps_entry_claimed_with_error(make_partner, make_i
     assert drop.names(INBOUND) == ["INV-big.csv"]  # nothing moved, nothing lost
 
 
+def test_file_rewritten_after_claim_goes_back_to_readiness(make_partner, make_inbox, drop, ledger):
+    from include.intake import FileChangedError
+
+    inbox = make_inbox(make_partner())
+    drop.put(f"{INBOUND}/INV-5.csv", "id\n5\n")
+    inbox.poll()
+    ready = inbox.poll().ready[0]
+    drop.put(f"{INBOUND}/INV-5.csv", "id\n5\n6\n")  # the partner uploads again over it
+    with pytest.raises(FileChangedError):
+        inbox.fetch(ready)
+    entry = ledger.get(ready.entry_id)
+    assert entry.status == "seen" and entry.claimed_by is None and "changed while fetching" in entry.error
+    inbox.poll()
+    again = inbox.poll().ready
+    assert [r.entry_id for r in again] == [ready.entry_id] and again[0].size == len("id\n5\n6\n")
+    assert inbox.fetch(again[0]).outcome == "fetched"
+
+
+def test_file_withdrawn_after_claim_is_closed_as_vanished(make_partner, make_inbox, drop, ledger, sshd_server):
+    from include.intake import FileVanishedError
+
+    inbox = make_inbox(make_partner())
+    drop.put(f"{INBOUND}/INV-6.csv", "id\n6\n")
+    inbox.poll()
+    ready = inbox.poll().ready[0]
+    sshd_server.local_path(f"{INBOUND}/INV-6.csv").unlink()
+    with pytest.raises(FileVanishedError):
+        inbox.fetch(ready)
+    entry = ledger.get(ready.entry_id)
+    assert entry.status == "vanished" and entry.closed_at is not None
+
+
 def _accepted_logins(server) -> int:
     return (server.workdir / "sshd.log").read_text(errors="replace").count("Accepted publickey")
 
