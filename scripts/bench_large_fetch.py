@@ -96,6 +96,10 @@ def main() -> int:
         started = time.monotonic()
         expected_sha = write_random_file(source, size)
         print(f"wrote {source} in {time.monotonic() - started:.1f}s", flush=True)
+        probe = server.sftp_client()
+        print(f"ours negotiates {probe.get_channel().get_transport().remote_cipher} "
+              f"(the sftp_default connection settings)", flush=True)
+        probe.close()
         try:
             for run in range(1, args.runs + 1):
                 ours_local, sftp_local = Path(tmp) / "ours.bin", Path(tmp) / "sftp.bin"
