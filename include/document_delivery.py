@@ -206,9 +206,14 @@ _REVISION_MARKER = re.compile(
 )
 
 
+def printable_name(file_name: str) -> str:
+    """A file name safe for JSON, logs and TG: undecodable bytes (surrogates) become ``\\xNN``."""
+    return file_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def document_key(doc_type: str | None, file_name: str) -> str:
     """``<doc type>:<normalised stem>``; a corrected file of the same document has the same key."""
-    stem = file_name.rstrip(". ")
+    stem = printable_name(file_name).rstrip(". ")
     if "." in stem:
         stem = stem.rsplit(".", 1)[0]
     stem = _REVISION_MARKER.sub("", stem.strip()).strip().lower()
@@ -480,8 +485,8 @@ def _outcome(entry: LedgerEntry, kind: str, **extra: Any) -> dict:
     data = {
         "entry_id": entry.id,
         "kind": kind,
-        "file_name": entry.file_name,
-        "remote_path": entry.remote_path,
+        "file_name": printable_name(entry.file_name),
+        "remote_path": printable_name(entry.remote_path),
         "doc_type": entry.doc_type,
         "document_key": document_key(entry.doc_type, entry.file_name),
         "sha256": entry.sha256,
