@@ -4,8 +4,8 @@ Used as ``default_args["on_failure_callback"]`` of the project's DAGs. It sits o
 DAG, because the DAG-level failure callback does not fire in some Airflow 3 setups
 (apache/airflow#63374). Airflow calls it once a task has failed for good (after its retries).
 
-Recipients, in order: ``ALERT_EMAIL_TO`` (env), the Airflow Variable ``alert_email_to``, and the
-internal contacts of the partner the task worked for (``alert_contacts`` of the registry entry, if any).
+Recipients: ``ALERT_EMAIL_TO`` (env), else the Airflow Variable ``alert_email_to`` (comma-separated),
+plus the registry contacts with role ``alerts`` of the partner the task worked for, if any.
 Mail goes through the Airflow connection ``smtp_default`` (host, port, login/password, extra
 ``{"from_email", "starttls", "ssl"}``) or, without one, ``SMTP_HOST``/``SMTP_PORT`` from the env.
 
@@ -138,8 +138,9 @@ def _partner_alert_contacts(partner_key: str | None) -> list[str]:
         partner = registry.get(partner_key) if hasattr(registry, "get") else registry[partner_key]
     except Exception:
         return []
-    contacts = getattr(partner, "alert_contacts", None) or []
-    return [c for c in contacts if isinstance(c, str) and "@" in c]
+    # Only contacts marked for alerts: the partner's operations people hear of problems through TG
+    # cases; internal error text is for us.
+    return [c.email for c in getattr(partner, "contacts", []) if getattr(c, "role", "") == "alerts"]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def registry_data(partner_key: str = PARTNER, tg_partner_id: str = TG_PARTNER) -
             {"type": "invoice_sheet", "patterns": ["*.xlsx"], "suite": "invoice", "format": "xlsx"},
         ],
         "readiness": {"min_age_seconds": 0, "stable_polls": 2, "marker": "none"},
-        "contacts": [{"name": "Ops", "email": "ops@acme.example"}],
+        "contacts": [{"name": "Ops", "email": "ops@acme.example"},
+                     {"name": "Our ACME desk", "email": "acme-desk@example.com", "role": "alerts"}],
     }]}
 
 

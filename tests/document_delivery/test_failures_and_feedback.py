@@ -94,7 +94,8 @@ def test_failed_task_sends_an_alert_mail_without_secrets(delivery_env, monkeypat
     assert len(received) == 1
     mail = received[0]
     text = mail.content.decode("utf-8", "replace")
-    assert sorted(mail.rcpt_tos) == ["oncall@example.com", "ops@example.com"]
+    # env recipients + the partner's contact marked for alerts (not its operations contact)
+    assert sorted(mail.rcpt_tos) == ["acme-desk@example.com", "oncall@example.com", "ops@example.com"]
     assert "document_delivery.deliver.check_readiness[0] failed" in text
     assert env.ctx.run_id in text and "Unable to connect" in text
     assert "pw-Secret-123" not in text
