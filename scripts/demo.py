@@ -148,7 +148,7 @@ def http_ok(url: str) -> bool:
 
 
 # -- environment and connections -----------------------------------------------------------------
-def demo_environment(ports: dict[str, int]) -> dict[str, str]:
+def demo_environment(ports: dict[str, int], check: bool = False) -> dict[str, str]:
     venv_bin = REPO / ".venv" / "bin"
     env = dict(os.environ)
     env.update({
@@ -167,9 +167,13 @@ def demo_environment(ports: dict[str, int]) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{ports['airflow']}/execution/",
         "EXCHANGE_DB_URL": f"sqlite:///{VAR / 'exchange.db'}",
         "DOCUMENT_DELIVERY_STAGING": str(VAR / "staging"),
+        # The default 5 s is too short for an api-server on SQLite sharing 2 busy cores: a task's
+        # first call timed out and it failed its first try.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
     })
-    # A quiet partner's sensor gives up after this long (the DAG's default is 10 minutes).
-    env.setdefault("DOCUMENT_DELIVERY_WAIT_SECONDS", "120")
+    # A quiet partner's sensor gives up after this long (the DAG's default is 10 minutes); the check
+    # wants its empty runs over quickly.
+    env.setdefault("DOCUMENT_DELIVERY_WAIT_SECONDS", "30" if check else "120")
     return env
 
 
@@ -358,8 +362,10 @@ def print_banner(airflow_url: str, sandbox_url: str, sftp_port: int) -> None:
                    files: {SFTP_ROOT.relative_to(REPO)}/partners/<partner>/inbound|archive|quarantine
  Logs              {LOGS.relative_to(REPO)}/
 
+ A run starts by itself in a minute; trigger more from the UI. Then, as the partners:
+ Send corrected files:    .venv/bin/python -m include.demo correct   (resolves the cases)
  Drop more sample files:  .venv/bin/python -m include.demo samples
- Start over:              stop, then rm -rf var/
+ Walk-through:            docs/demo.md        Start over: stop, then rm -rf var/
 ================================================================================
 """, flush=True)
 
@@ -369,14 +375,15 @@ def _interrupt(signum, frame):
 
 
 def run(check: bool) -> int:
-    from include.demo import drop_samples, prepare_exchange
+    from include.demo import prepare_exchange
+    from include.demo.samples import create_partner_folders
 
     ports = {name: choose_port(name, port) for name, port in DEFAULT_PORTS.items()}
     services = Services()
     # Ctrl-C arrives as KeyboardInterrupt; a plain `kill` (SIGTERM) of this script cleans up the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
-    env = demo_environment(ports)
+    env = demo_environment(ports, check)
     try:
         VAR.mkdir(exist_ok=True)
         say("starting the Trading Grid sandbox")
@@ -384,10 +391,10 @@ def run(check: bool) -> int:
         say("starting the embedded SFTP server")
         start_sftp(services, env, ports["sftp"])
         env.update(connection_env(ports))
-        dropped = prepare_exchange(SFTP_ROOT)
-        if check and not dropped:  # var/ from an earlier start: the check needs deliveries of its own
-            dropped = drop_samples(SFTP_ROOT)
-        say(f"sample files waiting in the inbound folders: {len(dropped)}")
+        if check:  # the check drops its samples itself, right before its own run
+            create_partner_folders(SFTP_ROOT)
+        else:
+            say(f"sample files waiting in the inbound folders: {len(prepare_exchange(SFTP_ROOT))}")
         say("starting Airflow (standalone; the first start migrates its database, ~1 minute)")
         airflow_url = start_airflow(services, env, ports["airflow"])
         api = AirflowAPI(airflow_url)
@@ -398,7 +405,7 @@ def run(check: bool) -> int:
             unpause(api)  # the scheduler starts the latest 15-minute run at once: it takes the samples
         print_banner(airflow_url, sandbox_url, ports["sftp"])
         if check:
-            return smoke_check(api, services, sandbox_url, ports["sftp"], dag_ready, dropped)
+            return smoke_check(api, services, sandbox_url, ports["sftp"], dag_ready)
         while True:
             services.assert_running()
             time.sleep(2)
@@ -413,16 +420,16 @@ def run(check: bool) -> int:
         say("stopped")
 
 
-def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool,
-                dropped: list) -> int:
-    """Trigger a run through the REST API, check where the samples went and what the sandbox holds;
-    then act as the partners (re-send the bad files corrected), trigger again, check the cases resolved.
+def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port: int, dag_ready: bool) -> int:
+    """Play the walk-through of docs/demo.md through the REST API and check each outcome.
 
-    The first run is triggered while the DAG is still paused and the DAG unpaused right after, so the
-    scheduler may also start its latest 15-minute run; ``max_active_runs=1`` runs them one after
-    the other, and whichever runs first takes the samples. Either way, once the triggered run has
-    ended every sample must have left the inbound folders and the sandbox must hold its items.
+    Unpausing lets the scheduler start its latest 15-minute run at once; the check waits for it
+    (nothing to fetch yet, so its sensors give up quickly) so that the run it triggers itself is the
+    one that takes the samples, which the items' ``metadata.run_id`` then shows. Then, as the
+    partners, it re-sends the bad files corrected, triggers again and checks the cases resolved.
     """
+    from include.demo import correct_quarantined, drop_samples
+
     checks = {
         "Airflow UI answers": http_ok(f"{api.base_url}/"),
         "sandbox partner page answers": http_ok(f"{sandbox_url}/portal/"),
@@ -430,23 +437,30 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
         f"DAG {DAG_ID} parsed": dag_ready,
     }
     if dag_ready:
-        run_id = trigger(api)
         unpause(api)
+        say("waiting for the scheduler's own first run to end")
+        wait_until_idle(api, services)
+
+        dropped = drop_samples(SFTP_ROOT)
+        say(f"partners deliver {len(dropped)} sample files")
+        before = {item["id"] for item in sandbox_items(sandbox_url)}
+        run_id = trigger(api)
         checks[f"run {run_id} succeeded"] = wait_for_run(api, services, run_id) == "success"
         checks.update(sample_outcomes(dropped, "samples"))
         items = sandbox_items(sandbox_url)
         print_items(items)
-        partners_with_items = {item["partner_id"] for item in items}
-        checks["sandbox has items for every partner"] = partners_with_items >= {"P-ACME", "P-GLOBEX", "P-INITECH"}
+        new = [item for item in items if item["id"] not in before]
+        checks[f"{len(new)} new items, all posted by run {run_id}"] = bool(new) and all(
+            (item.get("metadata") or {}).get("run_id") == run_id for item in new)
+        partners_with_items = {item["partner_id"] for item in new}
+        checks["new items for every partner"] = partners_with_items >= {"P-ACME", "P-GLOBEX", "P-INITECH"}
         bad_partners = {f"P-{s.partner.upper()}" for s in dropped if s.expected_reason}
-        open_cases = {item["partner_id"] for item in items if item["category"] == "validation_failure"}
-        checks["a validation_failure case per bad sample's partner"] = bool(bad_partners) and bad_partners <= open_cases
+        cases = {item["partner_id"] for item in new if item["category"] == "validation_failure"}
+        checks["a validation_failure case per bad sample's partner"] = bool(bad_partners) and bad_partners <= cases
         checks[f"{TG_PARTNER_LOGIN[0]} sees its items on the partner page, no one else's"] = partner_page_shows(
             sandbox_url, items, "P-ACME")
 
         # Act as the partners: send corrected files; the next run must resolve their cases.
-        from include.demo import correct_quarantined
-
         corrections = correct_quarantined(SFTP_ROOT)
         say(f"partners re-send {len(corrections)} corrected files")
         run_id = trigger(api)
@@ -454,9 +468,8 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
         checks.update(sample_outcomes(corrections, "corrected files"))
         items = sandbox_items(sandbox_url)
         print_items(items)
-        cases = [item for item in items if item["category"] == "validation_failure"]
-        checks["every validation_failure case resolved by its corrected file"] = bool(corrections) and all(
-            item["status"] == "resolved" for item in cases)
+        open_cases = [item for item in items if item["category"] == "validation_failure" and item["status"] != "resolved"]
+        checks["every validation_failure case resolved by its corrected file"] = bool(corrections) and not open_cases
     width = max(len(name) for name in checks)
     print()
     for name, ok in checks.items():
@@ -464,6 +477,18 @@ def smoke_check(api: AirflowAPI, services: Services, sandbox_url: str, sftp_port
     passed = all(checks.values())
     say("smoke check " + ("PASSED" if passed else "FAILED"))
     return 0 if passed else 1
+
+
+def wait_until_idle(api: AirflowAPI, services: Services, settle: float = 20, timeout: float = 600) -> None:
+    """Give the scheduler ``settle`` seconds to create its runs, then wait until none is queued or running."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        services.assert_running()
+        runs = api.call("GET", f"/dags/{DAG_ID}/dagRuns", params={"state": ["queued", "running"]}).json()
+        if not runs.get("dag_runs") and time.monotonic() - started >= settle:
+            return
+        time.sleep(3)
+    raise TimeoutError(f"{DAG_ID} still has active runs after {timeout:.0f}s")
 
 
 def trigger(api: AirflowAPI) -> str:
