@@ -145,11 +145,14 @@ def items_for(tg, file_name: str) -> list[dict]:
 BASE = [("A-1", "10.00", "EUR", "2026-12-01"), ("B-2", "4.00", "EUR", "2026-12-01"), ("C-3", "7.25", "EUR", "2026-12-01")]
 
 
-def test_catalog_cycles_end_to_end(airflow_env, sshd_server, tg_sandbox, project_db):
-    env = airflow_env
-    sshd = sshd_server
+# The cycles build on each other (pytest runs them in file order); each dag.test run takes 1-2 min
+# on the shared 2 cores, so each step has its own timeout.
+STEP = pytest.mark.timeout(900)
 
-    # -- 1. a clean cycle, then a rerun of the same interval -----------------------------------------
+
+@STEP
+def test_1_clean_cycle_and_a_rerun_without_duplicates(airflow_env, sshd_server, tg_sandbox, project_db):
+    env, sshd = airflow_env, sshd_server
     put_price_list(sshd, "price_list_2026-11-21.csv", BASE, "2026-11-21T09:00:00+00:00")
     retailer = Retailer(tg_sandbox, "price_list_2026-11-21.csv", "acknowledge")
     retailer.start()
@@ -176,7 +179,11 @@ def test_catalog_cycles_end_to_end(airflow_env, sshd_server, tg_sandbox, project
     _, history = db_state(project_db)
     assert [e["event"] for e in history[0]["events"]].count("loaded") == 1
 
-    # -- 2. a price jump the retailer disputes ---------------------------------------------------------
+
+
+@STEP
+def test_2_price_jump_disputed_is_not_loaded(airflow_env, sshd_server, tg_sandbox, project_db):
+    env, sshd = airflow_env, sshd_server
     jump = [("A-1", "25.00", "EUR", "2026-12-01"), ("B-2", "4.00", "EUR", "2026-12-01"), ("C-3", "7.25", "EUR", "2026-12-01")]
     put_price_list(sshd, "price_list_2026-11-22.csv", jump, "2026-11-22T09:00:00+00:00")
     retailer = Retailer(tg_sandbox, "price_list_2026-11-22.csv", "disputed")
@@ -191,7 +198,14 @@ def test_catalog_cycles_end_to_end(airflow_env, sshd_server, tg_sandbox, project
     prices, _ = db_state(project_db)
     assert prices["A-1"] == 10.0  # the disputed price was not loaded
 
-    # -- 3. the corrected file resolves the dispute ----------------------------------------------------
+
+
+FIXED = [("A-1", "10.50", "EUR", "2026-12-01"), ("B-2", "4.00", "EUR", "2026-12-01"), ("C-3", "7.25", "EUR", "2026-12-01")]
+
+
+@STEP
+def test_3_corrected_file_resolves_the_dispute(airflow_env, sshd_server, tg_sandbox, project_db):
+    env, sshd = airflow_env, sshd_server
     fixed = [("A-1", "10.50", "EUR", "2026-12-01"), ("B-2", "4.00", "EUR", "2026-12-01"), ("C-3", "7.25", "EUR", "2026-12-01")]
     put_price_list(sshd, "price_list_2026-11-23_corrected.csv", fixed, "2026-11-23T08:00:00+00:00")
     retailer = Retailer(tg_sandbox, "price_list_2026-11-23_corrected.csv", "acknowledge")
@@ -209,7 +223,12 @@ def test_catalog_cycles_end_to_end(airflow_env, sshd_server, tg_sandbox, project
         ("price_list_2026-11-23_corrected.csv", "loaded", "acknowledged"),
     ]
 
-    # -- 4. two missed cycles, run afterwards oldest first: each takes exactly its own file ------------
+
+
+@STEP
+def test_4_missed_cycles_run_oldest_first_take_their_own_file_once(airflow_env, sshd_server, tg_sandbox, project_db):
+    env, sshd = airflow_env, sshd_server
+    fixed = FIXED
     put_price_list(sshd, "price_list_2026-11-25.csv", [*fixed, ("D-4", "1.00", "EUR", "2026-12-01")], "2026-11-25T07:00:00+00:00")
     put_price_list(sshd, "price_list_2026-11-26.csv", [*fixed, ("E-5", "2.00", "EUR", "2026-12-01")], "2026-11-26T07:00:00+00:00")
     for name, logical in (("price_list_2026-11-25.csv", "2026-11-26T00:00:00+00:00"),
