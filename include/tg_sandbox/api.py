@@ -156,8 +156,6 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
     ):
         store.check_community(community_id)
         expected = _parse_if_match(if_match)
-        if expected is None:
-            expected = store.get_item(who, item_id)["version"]
         return _item_response(store.patch_item(who, item_id, expected, body.model_dump(mode="json", exclude_unset=True)))
 
     @router.post(item_path + "/transitions", response_model=Item, tags=["items"], summary="Move an item to another status",

@@ -323,11 +323,12 @@ class Store:
             return item_to_dict(self._load_item(conn, principal, item_id))
 
     def patch_item(self, principal: Principal, item_id: str, expected_version: int | None, changes: dict) -> dict:
+        """Apply ``changes`` if the item is still at ``expected_version`` (None: any version, If-Match: *)."""
         self._require_enterprise(principal, "edit items")
         with write_tx(self.engine, self._write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
-            if expected_version != row.version:
+            if expected_version is not None and expected_version != row.version:
                 raise ApiError(412, "precondition_failed",
                                f"If-Match does not match the current version {row.version}",
                                headers={"ETag": f'"{row.version}"'})
