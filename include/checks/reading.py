@@ -82,6 +82,8 @@ class _Prescan:
     has_bom: bool
     lines: int
     formula_candidates: bool  # some field may start with a formula character: scan the cells
+    field_counts_ok: bool = False  # the vectorised count proved every record has the same width
+    record_width: int | None = None  # that width (fields per record)
 
 
 def read_table(
@@ -129,9 +131,10 @@ def iter_table_chunks(
     """Like :func:`read_table` but yields DataFrames of at most ``chunksize`` rows (bounded memory).
 
     The index continues across chunks (row ``i`` of the file has index ``i`` in whichever chunk), so
-    locations stay file-wide. All whole-file checks (pre-scan, header, field counts) run before the
-    first chunk is yielded, so a bad file fails before any chunk is processed; only formula cells
-    (``formulas="reject"``) are found chunk by chunk.
+    locations stay file-wide. For CSV all whole-file checks (pre-scan, header, field counts) run in
+    this call, so a bad file fails before any chunk is processed; formula cells
+    (``formulas="reject"``) and, for XLSX, row-level problems (``header_only``, values beyond the
+    header) surface while iterating.
     """
     if not chunksize or chunksize < 1:
         raise ValueError("chunksize must be a positive number of rows")
@@ -190,7 +193,8 @@ def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_b
     scan = _prescan_csv(path, delimiter, encoding, max_line_bytes)
     text_encoding = "utf-8-sig" if scan.has_bom else encoding
     header = _csv_header(path, delimiter, text_encoding, required_columns)
-    _check_records(path, delimiter, text_encoding, len(header), max_line_bytes)
+    if not (scan.field_counts_ok and scan.record_width == len(header)):
+        _check_records(path, delimiter, text_encoding, len(header), max_line_bytes)
 
     import pandas as pd
 
@@ -222,10 +226,6 @@ def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_b
 def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int) -> _Prescan:
     """One binary pass in bounded blocks: encoding, line length, blank file, formula candidates."""
     block_size = max(1, min(_BLOCK, max_line_bytes))
-    delim = re.escape(delimiter.encode("ascii"))
-    # A field starts at the file start, after a line break or after the delimiter; it may be quoted.
-    candidate = re.compile(rb'(?:^|[\n' + delim + rb'])"?[=+\-@\t]|"\r')
-    candidate_inside = re.compile(rb'[\n' + delim + rb']"?[=+\-@\t]|"\r')  # no ^: tail is mid-line
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     lines = 0  # line breaks seen before the current block
     since_newline = 0  # bytes of the current (unfinished) line before the current block
@@ -234,6 +234,7 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
     nonblank = False
     candidates = False
     tail = b""
+    counter = _FieldCounter(delimiter) if codecs.lookup(encoding).name in _ASCII_SAFE else None
     with open(path, "rb") as fh:
         while block := fh.read(block_size):
             if offset == 0:
@@ -278,10 +279,13 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
                 lines += block.count(b"\n")
             if not nonblank and block.strip():
                 nonblank = True
-            if not candidates and (candidate_inside.search(tail + block) if tail else candidate.search(block)):
+            # The file start counts as a line break; the previous block's last bytes keep boundaries exact.
+            if not candidates and _has_formula_start((tail if tail else b"\n") + block, delimiter):
                 candidates = True
-            tail = block[-8:]
+            tail = block[-2:]
             offset += len(block)
+            if counter is not None:
+                counter.feed(block)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
@@ -292,7 +296,128 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
             ) from None
     if not nonblank:
         raise UnreadableFile(EMPTY, "the file contains no data, only blank lines or whitespace")
-    return _Prescan(size=offset, has_bom=has_bom, lines=lines, formula_candidates=candidates)
+    return _Prescan(
+        size=offset,
+        has_bom=has_bom,
+        lines=lines,
+        formula_candidates=candidates,
+        field_counts_ok=counter is not None and counter.all_records_equal(),
+        record_width=None if counter is None or counter.width is None else counter.width + 1,
+    )
+
+
+def _has_formula_start(data: bytes, delimiter: str) -> bool:
+    """Whether some field in ``data`` may start with a formula character (numpy, ~10 ms per MiB).
+
+    A field starts after a line break or a delimiter, optionally with an opening quote. Over-reports
+    on purpose (a delimiter inside quotes counts too): it only decides whether cells are scanned.
+    """
+    import numpy as np
+
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if len(raw) < 2:
+        return False
+    starts = np.flatnonzero((raw[:-1] == 10) | (raw[:-1] == ord(delimiter))) + 1
+    first = raw[starts]
+    quoted = first == 34
+    second = raw[np.minimum(starts + 1, len(raw) - 1)]
+    char = np.where(quoted, second, first)
+    table = np.zeros(256, dtype=bool)
+    table[[ord(c) for c in "=+-@\t"]] = True
+    return bool((table[char] | (quoted & (char == 13))).any())
+
+
+#: Encodings in which '"', the delimiter and '\n' are always those single bytes (never inside a
+#: multi-byte character), so records can be counted on bytes.
+_ASCII_SAFE = frozenset({"utf-8", "utf-8-sig", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"})
+
+
+class _FieldCounter:
+    """Counts fields per CSV record on raw bytes with numpy, block by block (the fast path).
+
+    A delimiter or line break counts only outside quotes: outside means an even number of ``"``
+    since the file start (``""`` escapes keep the parity). This proves the common case, "every
+    non-blank record has the header's number of fields and no quote is left open", at C speed
+    (positions and binary searches, no per-byte cumulative sums); any
+    doubt (a short/long record, a whitespace-only line, an odd quote, a quote inside an unquoted
+    field) makes :meth:`all_records_equal` False and the exact csv-module pass decides and explains.
+    """
+
+    def __init__(self, delimiter: str):
+        self.delimiter = ord(delimiter)
+        self.quote_parity = 0  # quotes seen so far, mod 2
+        self.fields_in_record = 0  # delimiters seen in the unfinished record
+        self.record_length = 0  # bytes of the unfinished record
+        self.width: int | None = None  # delimiters in the header record
+        self.records = 0
+        self.uneven = False
+        self.last_byte = 10  # the byte before the current block (the file start counts as a line break)
+
+    def feed(self, block: bytes) -> None:
+        import numpy as np
+
+        if self.uneven or not block:
+            return
+        data = np.frombuffer(block, dtype=np.uint8)
+        quotes = np.flatnonzero(data == 34)
+        if not len(quotes):
+            self.last_byte = int(data[-1])
+        delimiters = np.flatnonzero(data == self.delimiter)
+        ends = np.flatnonzero(data == 10)
+        if len(quotes) and not self._quotes_well_placed(data, quotes):
+            self.uneven = True  # e.g. '"INV"X': the csv module rejects it, pandas would not
+            return
+        if len(quotes):  # keep only the delimiters / line breaks after an even number of quotes
+            delimiters = delimiters[((np.searchsorted(quotes, delimiters) + self.quote_parity) & 1) == 0]
+            ends = ends[((np.searchsorted(quotes, ends) + self.quote_parity) & 1) == 0]
+            self.quote_parity = (self.quote_parity + len(quotes)) & 1
+        elif self.quote_parity:  # the whole block is inside a quoted field
+            delimiters = ends = delimiters[:0]
+        if len(ends):
+            before_end = np.searchsorted(delimiters, ends)  # delimiters before each record end
+            counts = np.diff(before_end, prepend=0)
+            counts[0] += self.fields_in_record
+            lengths = np.diff(ends, prepend=-1) - 1
+            lengths[0] += self.record_length
+            carriage = data[np.maximum(ends - 1, 0)] == 13
+            blank = (lengths == 0) | ((lengths == 1) & carriage & (counts == 0))
+            self._check(counts[~blank])
+            self.fields_in_record = len(delimiters) - int(before_end[-1])
+            self.record_length = len(data) - int(ends[-1]) - 1
+        else:
+            self.fields_in_record += len(delimiters)
+            self.record_length += len(data)
+
+    def _quotes_well_placed(self, data, quotes) -> bool:
+        """Each quote opens a field, closes one, or is half of an escaped ``""`` (approximately)."""
+        import numpy as np
+
+        size = len(data)
+        prev = np.where(quotes > 0, data[np.maximum(quotes - 1, 0)], self.last_byte)
+        nxt = np.where(quotes < size - 1, data[np.minimum(quotes + 1, size - 1)], 10)  # unknown: accept
+        self.last_byte = int(data[-1])
+        opening = (prev == self.delimiter) | (prev == 10)
+        closing = (nxt == self.delimiter) | (nxt == 10) | (nxt == 13)
+        paired = (prev == 34) | (nxt == 34)
+        return bool((opening | closing | paired).all())
+
+    def _check(self, counts) -> None:
+        if not len(counts):
+            return
+        if self.width is None:
+            self.width = int(counts[0])
+        self.records += len(counts)
+        if (counts != self.width).any():
+            self.uneven = True
+
+    def all_records_equal(self) -> bool:
+        """True only if every non-blank record had the header's width, quotes closed, ≥ 1 data row."""
+        import numpy as np
+
+        if self.record_length:  # last record without a final line break
+            self._check(np.array([self.fields_in_record]))
+            self.record_length = self.fields_in_record = 0
+        return not self.uneven and self.quote_parity == 0 and self.records >= 2
 
 
 def _csv_header(path: Path, delimiter: str, encoding: str, required_columns) -> list[str]:

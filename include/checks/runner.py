@@ -53,6 +53,8 @@ _SHAPE = (
 )
 _NOT_PER_ROW = ("expect_compound_columns_to_be_unique",)  # multicolumn, but uniqueness spans chunks
 
+_MAX_CACHED_SUITES = 64
+
 _gx_lock = threading.Lock()
 _gx_state: dict[str, Any] = {}
 _gx_suites: dict[str, Any] = {}
@@ -181,6 +183,8 @@ def _gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec]):
     if suite is None:
         suite = build_gx_suite(spec, expectations)
         with _gx_lock:
+            if len(_gx_suites) >= _MAX_CACHED_SUITES:  # run-time parameterised suites: keep it bounded
+                _gx_suites.clear()
             _gx_suites[key] = suite
     return suite
 
