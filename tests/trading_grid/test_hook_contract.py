@@ -231,3 +231,31 @@ def test_wrong_secret_is_an_auth_error_without_the_secret(tg, monkeypatch):
     assert err.value.status == 401
     assert "wrong-secret-value-123" not in str(err.value)
     assert connection_secret(tg) not in str(err.value)
+
+
+def test_bulk_keeps_order_and_reports_the_failed_slot(hook):
+    good = [make_payload() for _ in range(5)]
+    bad = make_payload(partner_id="P-NOBODY")  # unknown partner: 400, not retried
+    payloads = good[:2] + [bad] + good[2:]
+    results = hook.create_items(payloads, max_concurrency=3, return_exceptions=True)
+    assert isinstance(results[2], TradingGridValidationError) and results[2].status == 400
+    assert [r[0]["external_ref"] for i, r in enumerate(results) if i != 2] == [p["external_ref"] for p in good]
+    from trading_grid.exceptions import TradingGridBulkError
+
+    with pytest.raises(TradingGridBulkError) as err:
+        hook.create_items(payloads, max_concurrency=3)
+    assert len(err.value.results) == 6 and err.value.results[0][1] is False  # the good ones now replay
+
+
+def test_a_reused_caller_key_with_another_body_converges(hook):
+    payload = make_payload()
+    item, _ = hook.create_item(payload, idempotency_key="caller-chosen-key-" + payload["external_ref"][-20:])
+    changed = {**payload, "title": "another body"}
+    again, created = hook.create_item(changed, idempotency_key="caller-chosen-key-" + payload["external_ref"][-20:])
+    assert (again["id"], created) == (item["id"], False)
+
+
+def test_connection_test_and_ui_behaviour(hook):
+    assert hook.test_connection()[0] is True
+    behaviour = TradingGridHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"]["login"] == "Client ID" and "tenant_id" in behaviour["placeholders"]["extra"]
