@@ -77,7 +77,12 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
             assert sum(1 for task_id, _ in final if task_id == "deliver.fetch_and_validate") == 2
             # The sensor waited in the triggerer: seen deferred through the API, and the trigger ran there.
             assert "deferred" in seen[("deliver.wait_for_files", 1)], seen
-            assert "SFTPTrigger" in stack.log_text("triggerer")
+            # The triggerer writes each trigger's log next to the task's log: it ran there and polled SFTP.
+            trigger_logs = list(stack.home.glob(
+                "logs/dag_id=document_delivery/run_id=*/task_id=deliver.wait_for_files/map_index=1/*trigger*"))
+            assert trigger_logs, "no trigger log for the quiet partner's sensor"
+            trigger_text = "".join(p.read_text(errors="replace") for p in trigger_logs)
+            assert "starting" in trigger_text and "Connected to SSH server" in trigger_text
 
             token = sandbox.token(*sandbox.enterprise)
             items = requests.get(sandbox.items_url(), params={"limit": 200}, timeout=30,
