@@ -150,3 +150,29 @@ def test_two_concurrent_loads_of_one_version_load_it_once(db):
         results = list(pool.map(lambda _: store.load_version(db, vid), range(2)))
     assert sorted(r.reason for r in results) == ["already_loaded", "loaded"]
     assert len(downstream_prices(db)) == 3000
+
+
+def test_catalog_and_promotions_load_into_typed_tables(db):
+    from datetime import date
+
+    cat_cols = ["sku", "gtin", "description", "brand", "unit_of_measure", "pack_size", "colour"]
+    promo_cols = ["sku", "promo_price", "start_date", "end_date"]
+    loaded = {}
+    for kind, frame in (
+        ("catalog", pd.DataFrame([("A", "4006381333931", "Tea", "Acme", "EA", "12.0", "green")], columns=cat_cols)),
+        ("promotions", pd.DataFrame([("A", "0.99", "2026-12-01", "2026-12-24T00:00:00")], columns=promo_cols)),
+    ):
+        version, _ = store.register_version(db, partner_key="acme", kind=kind, sha256=kind * 3, file_name=f"{kind}.xlsx", size=1, sent_at=T0)
+        store.record_checks(db, version["id"], passed=True, summary={}, row_count=1)
+        store.stage_rows(db, version["id"], [frame])
+        store.record_posted(db, version["id"], item_id=f"IT-{kind}", external_ref=kind, diff_counts={}, created=True)
+        store.record_decision(db, version["id"], tg_status="acknowledged", actor="x", at=T0)
+        assert store.load_version(db, version["id"]).loaded
+        loaded[kind] = version["id"]
+    with db.connect() as conn:
+        item = conn.execute(select(t.downstream_catalog_items)).mappings().one()
+        promo = conn.execute(select(t.downstream_promotions)).mappings().one()
+    assert (item["gtin"], item["pack_size"], item["version_id"]) == ("4006381333931", 12, loaded["catalog"])
+    assert (str(promo["promo_price"]), promo["start_date"], promo["end_date"]) == ("0.9900", date(2026, 12, 1), date(2026, 12, 24))
+    # Extra partner columns are kept in the staged version (the next diff and the audit see them).
+    assert store.version_frame(db, loaded["catalog"])["colour"].tolist() == ["green"]
