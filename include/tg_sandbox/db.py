@@ -139,7 +139,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("tg_write") else "BEGIN")
 
     else:
-        engine = create_engine(url, pool_size=16, max_overflow=32, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=16, max_overflow=32)
     return engine
 
 
