@@ -14,9 +14,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "demo: creating .venv (first run)" >&2
   python3 -m venv .venv
 fi
-# Reinstall only when requirements.txt changed since the last successful install.
-mkdir -p var
-stamp=var/.requirements.sha256
+# Reinstall only when requirements.txt changed since the last successful install (the stamp lives in
+# .venv, so resetting the demo with rm -rf var/ does not reinstall).
+stamp=.venv/.demo-requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "demo: installing requirements.txt into .venv (this takes a few minutes the first time)" >&2
