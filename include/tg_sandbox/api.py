@@ -36,12 +36,14 @@ _DESCRIPTIONS = {
     429: "Rate limited (fault injection); see Retry-After",
     503: "Server error (fault injection); nothing was done, retry with backoff",
 }
-_FAULTS = (429, 503)
+# Every contract route: 400 (at least for a NUL in the URL, refused by the middleware), 429 and 503
+# (fault injection).
+_EVERY_ROUTE = (400, 429, 503)
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
-    for code in (*codes, *_FAULTS):
+    for code in sorted({*codes, *_EVERY_ROUTE}):
         out[code] = {"model": ErrorBody, "description": _DESCRIPTIONS[code]}
     out[429]["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
     return out

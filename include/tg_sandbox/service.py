@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, bindparam, case, insert, select, tuple_, up
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Principal
-from .db import attachments, comments, communities, events, items, make_write_lock, read_tx, write_tx
+from .db import attachments, comments, communities, events, items, make_write_lock, metadata, read_tx, write_tx
 from .seed import Seed
 
 STATUSES = ("open", "acknowledged", "in_progress", "disputed", "resolved", "closed")
@@ -194,8 +194,6 @@ class Store:
     # -- set-up -------------------------------------------------------------------------------------
     def ensure_seeded(self) -> None:
         """Create the tables and the community row; a restart with the same seed changes nothing."""
-        from .db import metadata
-
         metadata.create_all(self.engine)
         with write_tx(self.engine, self._write_lock) as conn:
             found = conn.execute(select(communities.c.id).where(communities.c.id == self.community_id)).first()
