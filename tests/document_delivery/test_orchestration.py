@@ -184,3 +184,19 @@ def test_file_that_vanishes_before_fetch_opens_a_transfer_failure_case(delivery_
     assert "INV-4001.csv" in case["title"] and outcomes[0]["reason"][:40] in case["body"]
     assert case["metadata"]["error"]
     assert env.items(category="document_delivery") == []
+
+
+def test_temporary_upload_is_left_alone_until_renamed(delivery_env):
+    env = delivery_env
+    content = make_valid_file(env.tmp / "src", "invoice", rows=3, name="u.csv", seed=9).read_bytes()
+    partial = env.drop("INV-7001.csv.filepart", content)
+    first = dd.run_partner_once(PARTNER, env.ctx)
+    assert first["outcomes"] == [] and env.names(env.inbound) == ["INV-7001.csv.filepart"]
+    assert env.items() == [] and env.names(env.quarantine) == []
+
+    partial.rename(env.inbound / "INV-7001.csv")  # the upload tool renames when done
+    second = dd.run_partner_once(PARTNER, env.context("scheduled__2"))
+    assert [o["kind"] for o in second["outcomes"]] == [dd.PASSED]
+    (note,) = env.items(category="document_delivery")
+    assert note["metadata"]["file_name"] == "INV-7001.csv"
+    assert env.names(env.inbound) == []
