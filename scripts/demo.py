@@ -4,9 +4,10 @@ Run through ``bash scripts/demo.sh`` (it prepares .venv and PYTHONPATH). Everyth
 ``var/`` (delete it to start over). Each service runs in its own process group so that stopping
 the demo stops their children too (LocalExecutor workers, uvicorn, the standalone's components).
 
-``--check`` is the smoke test of the demo: start everything, trigger document_delivery through the
-REST API, wait for the run, show the items the sandbox now holds, stop; exit 0 only if the run
-succeeded and the sandbox has items for the partners.
+``--check`` is the smoke test of the demo: start everything, play the walk-through of docs/demo.md
+through the REST API (deliver samples, trigger document_delivery, check archive/quarantine and the
+sandbox's items and cases, re-send the bad files corrected, trigger again, check the cases
+resolved), stop; exit 0 only if every check passed.
 """
 from __future__ import annotations
 
@@ -162,9 +163,11 @@ def demo_environment(ports: dict[str, int], check: bool = False) -> dict[str, st
         # Paused until the api-server answers, then unpaused through the API: a run started earlier
         # fails its first tasks with "connection refused" (they report to the api-server).
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # Loopback only, like the other services: the demo's admin password sits in a plain file.
+        "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(ports["airflow"]),
-        # Tasks talk to the api-server here: it must move with the port.
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{ports['airflow']}/execution/",
+        # Tasks talk to the api-server here: it must move with the port (and not try ::1 first).
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports['airflow']}/execution/",
         "EXCHANGE_DB_URL": f"sqlite:///{VAR / 'exchange.db'}",
         "DOCUMENT_DELIVERY_STAGING": str(VAR / "staging"),
         # The default 5 s is too short for an api-server on SQLite sharing 2 busy cores: a task's
@@ -233,19 +236,10 @@ def start_sftp(services: Services, env: dict[str, str], port: int) -> None:
 
 def sftp_reachable(port: int) -> bool:
     """Log in as the demo connection does, host key pinned, and list the root."""
-    import base64
+    from include.sftp_server.client import connect_pinned
 
-    import paramiko
-
-    from include.sftp_server import public_key_line
-
-    algorithm, data = public_key_line(HOST_KEY).split()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(f"[127.0.0.1]:{port}", algorithm, paramiko.Ed25519Key(data=base64.b64decode(data)))
+    client = connect_pinned("127.0.0.1", port, HOST_KEY, SFTP_USER, key_file=CLIENT_KEY, timeout=5)
     try:
-        client.connect("127.0.0.1", port=port, username=SFTP_USER, key_filename=str(CLIENT_KEY),
-                       look_for_keys=False, allow_agent=False, timeout=5)
         client.open_sftp().listdir("/")
         return True
     finally:

@@ -7,7 +7,8 @@ which the intake code uses to archive and quarantine files atomically.
 
 Run it with ``python -m include.sftp_server --help``.
 """
+from include.sftp_server.client import connect_pinned
 from include.sftp_server.keys import ensure_client_key, ensure_host_key, public_key_line
 from include.sftp_server.server import ExchangeSFTPServer, serve
 
-__all__ = ["ExchangeSFTPServer", "ensure_client_key", "ensure_host_key", "public_key_line", "serve"]
+__all__ = ["ExchangeSFTPServer", "connect_pinned", "ensure_client_key", "ensure_host_key", "public_key_line", "serve"]

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import base64
 import io
 from pathlib import Path
 
@@ -55,23 +54,12 @@ def sftp_server(tmp_path_factory):
     proc.wait(timeout=10)
 
 
-def _paramiko_sftp(server, key_path=None, password=None, username=USER):
-    """Connect with paramiko, trusting only the server's own host key (RejectPolicy for the rest)."""
-    import paramiko
+def _paramiko_sftp(server, key_path=None, password=None, username=USER, host_key=None):
+    """Connect with paramiko, trusting only the server's own host key (or ``host_key`` instead)."""
+    from include.sftp_server.client import connect_pinned
 
-    from include.sftp_server import public_key_line
-
-    algorithm, data = public_key_line(server["host_key"]).split()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(
-        f"[127.0.0.1]:{server['port']}", algorithm, paramiko.Ed25519Key(data=base64.b64decode(data))
-    )
-    client.connect(
-        "127.0.0.1", port=server["port"], username=username,
-        key_filename=str(key_path) if key_path else None, password=password,
-        look_for_keys=False, allow_agent=False, timeout=10,
-    )
+    client = connect_pinned("127.0.0.1", server["port"], host_key or server["host_key"], username,
+                            key_file=key_path, password=password)
     return client, client.open_sftp()
 
 
@@ -166,19 +154,11 @@ def test_no_shell_or_exec(sftp_server):
 def test_client_with_a_different_host_key_refuses(sftp_server, tmp_path):
     import paramiko
 
-    from include.sftp_server import ensure_host_key, public_key_line
+    from include.sftp_server import ensure_host_key
 
     ensure_host_key(tmp_path / "other_host_key")
-    _, data = public_key_line(tmp_path / "other_host_key").split()
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.get_host_keys().add(
-        f"[127.0.0.1]:{sftp_server['port']}", "ssh-ed25519", paramiko.Ed25519Key(data=base64.b64decode(data))
-    )
     with pytest.raises(paramiko.BadHostKeyException):
-        client.connect("127.0.0.1", port=sftp_server["port"], username=USER,
-                       key_filename=str(sftp_server["client_key"]), look_for_keys=False, allow_agent=False)
-    client.close()
+        _paramiko_sftp(sftp_server, key_path=sftp_server["client_key"], host_key=tmp_path / "other_host_key")
 
 
 def sftp_connection_json(server) -> str:
