@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.catalog.test_dag_cycles import INBOUND, Retailer, db_state, items_for, put_price_list
+from tests.catalog.test_dag_cycles import INBOUND, Retailer, catalog_task_env, db_state, items_for, put_price_list
 from tests.support.airflow_stack import start_airflow_stack
 from tests.support.postgres import create_database, drop_database
 
@@ -59,15 +59,7 @@ def test_backfill_runs_each_missed_interval_exactly_once(tmp_path, sshd_server, 
     retailers = [Retailer(tg_sandbox, name, "acknowledge") for name in FILES]
     for retailer in retailers:
         retailer.start()
-    env = {
-        "AIRFLOW_CONN_TRADING_GRID_DEFAULT": tg_sandbox.airflow_conn_json(),
-        "AIRFLOW_CONN_SFTP_DEFAULT": sshd_server.airflow_conn_json(),
-        "EXCHANGE_DB_URL": project_db,
-        "CATALOG_POLL_SECONDS": "0.5",
-        "CATALOG_MAX_POLLS": "4",
-        "CATALOG_ACK_POLL_SECONDS": "1",
-        "CATALOG_STAGING_DIR": str(tmp_path / "staging"),
-    }
+    env = catalog_task_env(tg_sandbox, sshd_server, project_db, tmp_path / "staging")
     try:
         with start_airflow_stack(tmp_path, extra_env=env) as stack:
             stack.wait_for_dag("catalog_sync")

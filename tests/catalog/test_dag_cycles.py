@@ -41,6 +41,19 @@ def project_db():
     drop_database(url)
 
 
+def catalog_task_env(tg_sandbox, sshd_server, project_db: str, staging: Path) -> dict[str, str]:
+    """What the catalog tasks need: connections, the project database, quick polls (also for e2e)."""
+    return {
+        "AIRFLOW_CONN_TRADING_GRID_DEFAULT": tg_sandbox.airflow_conn_json(),
+        "AIRFLOW_CONN_SFTP_DEFAULT": sshd_server.airflow_conn_json(),
+        "EXCHANGE_DB_URL": project_db,
+        "CATALOG_POLL_SECONDS": "0.5",
+        "CATALOG_MAX_POLLS": "4",
+        "CATALOG_ACK_POLL_SECONDS": "1",
+        "CATALOG_STAGING_DIR": str(staging),
+    }
+
+
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory, sshd_server, tg_sandbox, project_db):
     home = tmp_path_factory.mktemp("catalog_airflow_home")
@@ -53,13 +66,7 @@ def airflow_env(tmp_path_factory, sshd_server, tg_sandbox, project_db):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
-        "AIRFLOW_CONN_TRADING_GRID_DEFAULT": tg_sandbox.airflow_conn_json(),
-        "AIRFLOW_CONN_SFTP_DEFAULT": sshd_server.airflow_conn_json(),
-        "EXCHANGE_DB_URL": project_db,
-        "CATALOG_POLL_SECONDS": "0.5",
-        "CATALOG_MAX_POLLS": "4",
-        "CATALOG_ACK_POLL_SECONDS": "1",
-        "CATALOG_STAGING_DIR": str(home / "staging"),
+        **catalog_task_env(tg_sandbox, sshd_server, project_db, home / "staging"),
     }
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True,
                    capture_output=True, timeout=300)
@@ -229,21 +236,22 @@ def test_3_corrected_file_resolves_the_dispute(airflow_env, sshd_server, tg_sand
 def test_4_missed_cycles_run_oldest_first_take_their_own_file_once(airflow_env, sshd_server, tg_sandbox, project_db):
     env, sshd = airflow_env, sshd_server
     fixed = FIXED
-    put_price_list(sshd, "price_list_2026-11-25.csv", [*fixed, ("D-4", "1.00", "EUR", "2026-12-01")], "2026-11-25T07:00:00+00:00")
-    put_price_list(sshd, "price_list_2026-11-26.csv", [*fixed, ("E-5", "2.00", "EUR", "2026-12-01")], "2026-11-26T07:00:00+00:00")
-    for name, logical in (("price_list_2026-11-25.csv", "2026-11-26T00:00:00+00:00"),
-                          ("price_list_2026-11-26.csv", "2026-11-27T00:00:00+00:00")):
+    # File mtimes must be in the past (readiness wants files old enough): the cycles of 11-24 and 11-25.
+    put_price_list(sshd, "price_list_2026-11-24.csv", [*fixed, ("D-4", "1.00", "EUR", "2026-12-01")], "2026-11-24T07:00:00+00:00")
+    put_price_list(sshd, "price_list_2026-11-25.csv", [*fixed, ("E-5", "2.00", "EUR", "2026-12-01")], "2026-11-25T07:00:00+00:00")
+    for name, logical in (("price_list_2026-11-24.csv", "2026-11-25T00:00:00+00:00"),
+                          ("price_list_2026-11-25.csv", "2026-11-26T00:00:00+00:00")):
         retailer = Retailer(tg_sandbox, name, "acknowledge")
         retailer.start()
         result = run_cycle(env, logical)
         retailer.join(timeout=10)
         assert result["state"].endswith("success"), result["output"][-5000:]
-        assert result["xcoms"]["receive[0]"]["version_ids"] and len(result["xcoms"]["receive[0]"]["version_ids"]) == 1
+        assert len(result["xcoms"]["receive[0]"]["version_ids"]) == 1, result["output"][-8000:]
     prices, history = db_state(project_db)
     by_name = {v["file_name"]: v for v in history}
+    assert by_name["price_list_2026-11-24.csv"]["interval_start"].isoformat() == "2026-11-24T00:00:00+00:00"
     assert by_name["price_list_2026-11-25.csv"]["interval_start"].isoformat() == "2026-11-25T00:00:00+00:00"
-    assert by_name["price_list_2026-11-26.csv"]["interval_start"].isoformat() == "2026-11-26T00:00:00+00:00"
-    assert by_name["price_list_2026-11-26.csv"]["status"] == "loaded"
+    assert by_name["price_list_2026-11-25.csv"]["status"] == "loaded"
     assert set(prices) == {"A-1", "B-2", "C-3", "E-5"}  # the newest accepted version is downstream
 
     # The audit trail, as the CLI prints it.
