@@ -43,6 +43,8 @@ NOTICES = {
 
 def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
     templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+    # "2026-11-25T23:32:44.678526Z" -> "2026-11-25 23:32 UTC": people read minutes, not microseconds.
+    templates.env.filters["when"] = lambda iso: f"{iso[:10]} {iso[11:16]} UTC" if iso else ""
 
     def session(request: Request) -> tuple[Principal, str] | None:
         cookie = request.cookies.get(COOKIE)
