@@ -320,6 +320,11 @@ class PartnerInbox:
             ``FileVanishedError`` (entry closed as ``vanished``).
         """
         entry = self._own(item)
+        # A retry after these outcomes gets the same transfer error again, not a state error.
+        if entry.status == L.VANISHED:
+            raise FileVanishedError(entry.error or f"{entry.remote_path} vanished before it could be fetched")
+        if entry.status == L.SEEN and entry.is_open and entry.error:
+            raise FileChangedError(f"{entry.remote_path} is being rewritten; it is fetched once stable again")
         if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
             raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetchable")
         local = self.staging_dir / self.partner.key / f"{entry.id}-{safe_local_name(entry.file_name)}"

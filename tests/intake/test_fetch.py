@@ -146,6 +146,8 @@ def test_file_rewritten_after_claim_goes_back_to_readiness(make_partner, make_in
         inbox.fetch(ready)
     entry = ledger.get(ready.entry_id)
     assert entry.status == "seen" and entry.claimed_by is None and "changed while fetching" in entry.error
+    with pytest.raises(FileChangedError):  # retried at once: still the transfer error
+        inbox.fetch(ready)
     inbox.poll()
     again = inbox.poll().ready
     assert [r.entry_id for r in again] == [ready.entry_id] and again[0].size == len("id\n5\n6\n")
@@ -164,6 +166,8 @@ def test_file_withdrawn_after_claim_is_closed_as_vanished(make_partner, make_inb
         inbox.fetch(ready)
     entry = ledger.get(ready.entry_id)
     assert entry.status == "vanished" and entry.closed_at is not None
+    with pytest.raises(FileVanishedError):  # a retry gets the same transfer error, not a state error
+        inbox.fetch(ready)
 
 
 def _accepted_logins(server) -> int:
