@@ -8,8 +8,8 @@ millisecond of CPU, and a hop to the threadpool and back cost about as much agai
 process and one loop also means no two of these handlers ever wait on each other's database locks;
 injected latency is an ``asyncio.sleep`` in the middleware, so it never blocks the loop.
 """
-
-
+# No ``from __future__ import annotations`` here: FastAPI must resolve the Annotated dependency types
+# of the handlers defined inside build_router, which a postponed (string) annotation cannot reach.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
@@ -21,7 +21,7 @@ from .schemas import (
     AcknowledgementRequest, Attachment, AttachmentList, Category, CommentCreate, Comment, CommentList, ErrorBody,
     EventPage, Item, ItemCreate, ItemPage, ItemPatch, ItemType, Rfc3339, Status, Token, TransitionRequest,
 )
-from .service import ApiError, Store, safe_content_type, safe_filename
+from .service import ApiError, Store, etag, safe_content_type, safe_filename
 
 _DESCRIPTIONS = {
     400: "Invalid request: a missing or malformed field, header, parameter or cursor (error.code validation_error, invalid_cursor, ...)",
@@ -54,7 +54,7 @@ def _etag_header() -> dict[str, Any]:
 
 
 def _item_response(item: dict, status: int = 200) -> JSONResponse:
-    return JSONResponse(item, status_code=status, headers={"ETag": f'"{item["version"]}"'})
+    return JSONResponse(item, status_code=status, headers={"ETag": etag(item["version"])})
 
 
 def _parse_if_match(value: str | None) -> int | None:

@@ -63,6 +63,11 @@ def format_us(value: int | None) -> str | None:
     return (EPOCH + dt.timedelta(microseconds=value)).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def etag(version: int) -> str:
+    """The ETag of an item version: the version number, quoted as RFC 9110 wants (``"3"``)."""
+    return f'"{version}"'
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -329,7 +334,7 @@ class Store:
             if expected_version is not None and expected_version != row.version:
                 raise ApiError(412, "precondition_failed",
                                f"If-Match does not match the current version {row.version}",
-                               headers={"ETag": f'"{row.version}"'})
+                               headers={"ETag": etag(row.version)})
             values: dict[str, Any] = {}
             for field in ("title", "body", "severity"):
                 if field in changes and changes[field] != getattr(row, field):
