@@ -66,8 +66,8 @@ def read_header(path: str | Path, fmt: str, *, delimiter: str = ",", encoding: s
         return []
 
 
-def translated_suite(kind: FileKind, header: list[str], column_map: Mapping | None, parameters: Mapping[str, object]) -> dict:
-    """The kind's suite as JSON data, with our column names replaced by the file's and parameters set."""
+def translated_suite(kind: FileKind, header: list[str], column_map: Mapping | None) -> dict:
+    """The kind's suite as JSON data, with our column names replaced by the file's."""
     from include.checks import load_suite
 
     spec = load_suite(kind.suite)
@@ -89,12 +89,6 @@ def translated_suite(kind: FileKind, header: list[str], column_map: Mapping | No
                 kwargs[key] = rename(kwargs[key])
         if "column_list" in kwargs:
             kwargs["column_list"] = [rename(c) for c in kwargs["column_list"]]
-        for key, value in list(kwargs.items()):
-            if isinstance(value, dict) and set(value) == {"$PARAMETER"}:
-                name = value["$PARAMETER"]
-                if name not in parameters:
-                    raise ValueError(f"suite {kind.suite}: no value for parameter {name!r}")
-                kwargs[key] = parameters[name]
     return data
 
 
@@ -113,7 +107,7 @@ def validate_catalog_file(
 
     fmt = file_format(file_name)
     header = read_header(path, fmt)
-    suite = translated_suite(kind, header, column_map, {})
+    suite = translated_suite(kind, header, column_map)
     with tempfile.TemporaryDirectory(prefix="catalog-suite-") as suites_dir:
         Path(suites_dir, f"{kind.suite}.json").write_text(json.dumps(suite), encoding="utf-8")
         report = validate_file(path, kind.suite, fmt=fmt, chunksize=chunksize, file_name=file_name, suites_dir=suites_dir)
