@@ -294,22 +294,35 @@ def _ensure_items_table(engine) -> None:
 
 def _remember_item(engine, item: dict, *, partner_key: str, kind: str, doc_key: str, file_name: str | None,
                    sha256: str | None, entry_id: int | None, run_id: str) -> None:
+    _remember_items(engine, [(item, dict(partner_key=partner_key, kind=kind, document_key=doc_key,
+                                         file_name=file_name, sha256=sha256, ledger_entry_id=entry_id,
+                                         run_id=run_id))])
+
+
+def _remember_items(engine, rows: list[tuple[dict, dict]]) -> None:
+    """Upsert ``delivery_tg_items`` rows for TG items, all in one transaction (bulk runs post hundreds)."""
     from sqlalchemy import select, update
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+    if not rows:
+        return
     table = items_table()
     now = _now()
-    values = dict(external_ref=item["external_ref"], item_id=str(item["id"]), partner_key=partner_key, kind=kind,
-                  document_key=doc_key, file_name=file_name, sha256=sha256, ledger_entry_id=entry_id,
-                  status=item.get("status", "open"), run_id=run_id, tg_updated_at=item.get("updated_at"),
-                  created_at=now, updated_at=now)
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=["external_ref"]))
-        elif conn.execute(select(table.c.external_ref).where(table.c.external_ref == values["external_ref"])).first() is None:
-            conn.execute(table.insert().values(**values))
-        conn.execute(update(table).where(table.c.external_ref == values["external_ref"])
-                     .values(status=values["status"], tg_updated_at=values["tg_updated_at"], updated_at=now))
+        for item, facts in rows:
+            values = dict(external_ref=item["external_ref"], item_id=str(item["id"]),
+                          status=item.get("status", "open"), tg_updated_at=item.get("updated_at"),
+                          created_at=now, updated_at=now, **facts)
+            if conn.dialect.name == "postgresql":
+                conn.execute(pg_insert(table).values(**values).on_conflict_do_update(
+                    index_elements=["external_ref"],
+                    set_={"status": values["status"], "tg_updated_at": values["tg_updated_at"], "updated_at": now}))
+                continue
+            if conn.execute(select(table.c.external_ref).where(table.c.external_ref == values["external_ref"])).first():
+                conn.execute(update(table).where(table.c.external_ref == values["external_ref"])
+                             .values(status=values["status"], tg_updated_at=values["tg_updated_at"], updated_at=now))
+            else:
+                conn.execute(table.insert().values(**values))
 
 
 def tracked_items(engine=None, *, partner_key: str | None = None, kind: str | None = None,
@@ -661,6 +674,13 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
     summary: dict[str, Any] = {"notifications": [], "validation_cases": [], "transfer_cases": [],
                                "created": 0, "reused": 0, "resolved": [], "duplicates": 0, "errors": []}
     notified: list[tuple[dict, dict]] = []
+    posted = [(outcome, payload, result) for (outcome, payload), result in zip(to_post, results)
+              if not isinstance(result, Exception)]
+    _remember_items(ledger.engine, [
+        (result[0], dict(partner_key=partner.key, kind=payload["category"], document_key=outcome["document_key"],
+                         file_name=outcome["file_name"], sha256=outcome.get("sha256"),
+                         ledger_entry_id=outcome["entry_id"], run_id=ctx.run_id))
+        for outcome, payload, result in posted])
     for (outcome, payload), result in zip(to_post, results):
         if isinstance(result, Exception):
             summary["errors"].append(f"{outcome['file_name']}: {_describe(result)}")
@@ -668,9 +688,6 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
         item, created = result
         summary["created" if created else "reused"] += 1
         kind = payload["category"]
-        _remember_item(ledger.engine, item, partner_key=partner.key, kind=kind, doc_key=outcome["document_key"],
-                       file_name=outcome["file_name"], sha256=outcome.get("sha256"), entry_id=outcome["entry_id"],
-                       run_id=ctx.run_id)
         if outcome["kind"] != TRANSFER_FAILED:
             ledger.set_tg_item(outcome["entry_id"], str(item["id"]))
         if kind == "document_delivery":
@@ -681,8 +698,14 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
             _attach_report(hook, item, outcome)
         else:
             summary["transfer_cases"].append(item["id"])
-    for outcome, item in notified:
-        summary["resolved"] += _resolve_open_cases(hook, partner, ledger, outcome, item)
+    if notified:
+        open_cases: dict[str, list[dict]] = {}
+        for case in tracked_items(ledger.engine, partner_key=partner.key, statuses=OPEN_ITEM_STATUSES):
+            if case["kind"] != "document_delivery":
+                open_cases.setdefault(case["document_key"], []).append(case)
+        for outcome, item in notified:
+            cases = open_cases.pop(outcome["document_key"], [])
+            summary["resolved"] += _resolve_open_cases(hook, partner, ledger, outcome, item, cases)
     for outcome in outcomes:
         if outcome["kind"] == DUPLICATE:
             summary["duplicates"] += 1
@@ -711,13 +734,11 @@ def _safe(name: str) -> str:
     return safe_local_name(name, 100)
 
 
-def _resolve_open_cases(hook, partner: Partner, ledger: Ledger, outcome: dict, notification: dict) -> list[str]:
+def _resolve_open_cases(hook, partner: Partner, ledger: Ledger, outcome: dict, notification: dict,
+                        cases: list[dict]) -> list[str]:
     """A good file resolves the open cases of the same document, with a comment linking its notification."""
     resolved = []
-    for case in tracked_items(ledger.engine, partner_key=partner.key, statuses=OPEN_ITEM_STATUSES,
-                              document_key_=outcome["document_key"]):
-        if case["kind"] == "document_delivery":
-            continue
+    for case in cases:
         link = _item_link(hook, notification["id"])
         comment = (f"Resolved by the corrected file {_md(outcome['file_name'])} (sha256 "
                    f"`{outcome['sha256']}`), announced in notification {notification['id']}: {link}")
