@@ -19,13 +19,14 @@ ClientKind = Literal["enterprise", "partner"]
 
 
 def _storable(value: Any) -> Any:
-    """Reject what no database column can hold (NUL characters, lone surrogates): a 400, not a 500."""
-    text = json.dumps(value, ensure_ascii=False)
+    """Reject what no database column can hold (NUL characters, lone surrogates): a 400, not a 500.
+    Metadata is stored as JSON text, where a NUL is just an escape, so only its encoding is checked."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-    if "\\u0000" in text or "\x00" in text:
+    if isinstance(value, str) and "\x00" in value:
         raise ValueError("text must not contain NUL characters")
     return value
 

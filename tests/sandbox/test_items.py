@@ -191,3 +191,10 @@ def test_list_rejects_bad_parameters(enterprise, params):
 def test_list_limit_200_is_accepted(enterprise):
     resp = enterprise.http.get(enterprise.items_url, params={"limit": 200})
     assert resp.status_code == 200 and len(resp.json()["items"]) <= 200
+
+
+def test_metadata_round_trips_exotic_json(enterprise):
+    metadata = {"nul": "a\x00b", "emoji": "📦", "nested": {"list": [1, 2.5, None, True]}, "big": 2**70}
+    item = enterprise.create_ok(metadata=metadata)
+    assert item["metadata"] == metadata
+    assert enterprise.get(item["id"]).json()["metadata"] == metadata
