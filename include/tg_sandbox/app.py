@@ -1,6 +1,7 @@
 """The FastAPI application: contract routes, sandbox routes, partner page, JSON errors, OpenAPI."""
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Annotated
 
@@ -80,8 +81,6 @@ def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI
         return {"status": "ok"}
 
     def _check_admin(token: str | None) -> None:
-        import hmac
-
         if token is None or not hmac.compare_digest(token.encode(), seed.admin_token.encode()):
             raise ApiError(401, "unauthorized", "X-Sandbox-Admin header with the seed's admin token required")
 
