@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
