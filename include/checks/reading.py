@@ -7,14 +7,15 @@ What a successful read guarantees (and what each failure is called, see :mod:`in
 - CSV is decoded strictly (utf-8 by default, a UTF-8 BOM is accepted and stripped). Invalid bytes are
   ``not_utf8`` with the line and byte offset; there is no silent fallback. A partner whose files are
   in another encoding gets it configured explicitly (``encoding="cp1252"``).
-- A cheap binary pre-scan runs first, in 1 MiB blocks (bounded memory): ``zero_bytes``, ``empty``,
+- A binary pre-scan runs first, in 1 MiB blocks (bounded memory): ``zero_bytes``, ``empty``,
   ``not_utf8`` and ``line_too_long`` (no line break within ``max_line_bytes``) fail before pandas
-  reads anything, so a 10 MB single line fails in milliseconds.
+  reads anything, so a 10 MB single line fails after two blocks.
 - The header must contain the required columns (``missing_columns``); a header that is one column
   containing ``;``, ``\\t`` or ``|`` when ``,`` was expected is ``wrong_delimiter``.
-- Every record has exactly as many fields as the header (checked with the csv module, because
-  pandas silently pads short rows): the last record short or an unterminated quote is ``truncated``,
-  any other record is ``field_count_mismatch``.
+- Every record has exactly as many fields as the header, because pandas silently pads short rows:
+  counted on bytes with numpy during the pre-scan, and by the csv module (``strict=True``) whenever
+  that count is in doubt. The last record short or an unterminated quote is ``truncated``, any other
+  record is ``field_count_mismatch``, quoting the csv module rejects is ``malformed_csv``.
 - At least one data row (``header_only``).
 - Cells are text (``str``); empty cells are missing (NaN). Nothing is converted to numbers here:
   conversion and its failures belong to the suite (see runner).
