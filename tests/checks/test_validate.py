@@ -212,3 +212,20 @@ def test_file_name_and_format_overrides(tmp_path):
     report = validate_file(path, "invoice", fmt="xlsx", file_name="Rechnung Mai.xlsx")
     assert report.passed and report.file_name == "Rechnung Mai.xlsx"
     assert validate_file(path, "invoice").reason_code in ("wrong_delimiter", "not_utf8", "malformed_csv", "missing_columns")
+
+
+def test_gx_suites_are_cached_by_content(tmp_path):
+    from include.checks.runner import _gx_suites
+
+    data = _custom_suite(tmp_path, [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 0}}])
+    first = validate_file(data, "mini", suites_dir=tmp_path)
+    cached = len(_gx_suites)
+    again = validate_file(data, "mini", suites_dir=tmp_path)
+    assert len(_gx_suites) == cached and first.passed and again.passed
+    assert "gx_setup_seconds" not in again.timings  # import and context were paid once per process
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    data2 = _custom_suite(changed, [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": 50}}])
+    stricter = validate_file(data2, "mini", suites_dir=changed)
+    assert len(_gx_suites) == cached + 1
+    assert _by(stricter, "expect_column_values_to_be_between", "n").unexpected_count == 50
