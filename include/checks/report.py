@@ -145,11 +145,17 @@ class CheckReport:
 
 
 def _label(result: ExpectationResult) -> str:
-    """Expectation type without the ``expect_`` prefix plus its key arguments, e.g. ``column_values_to_be_in_set``."""
+    """What the check means for people (the suite's ``meaning``), else the expectation type without
+    ``expect_`` and its key arguments, e.g. ``column_values_to_be_between (min_value=0)``."""
+    if result.meaning:
+        return result.meaning
     label = result.expectation_type.removeprefix("expect_")
     args = {k: v for k, v in result.kwargs.items() if k not in ("column", "column_A", "column_B", "column_list", "batch_id")}
     if args:
-        shown = ", ".join(f"{k}={_cut(str(v), 30)}" for k, v in args.items())
+        shown = ", ".join(
+            f"{k}={len(v)} values" if isinstance(v, (list, tuple)) and len(v) > 5 else f"{k}={_cut(str(v), 30)}"
+            for k, v in args.items()
+        )
         label += f" ({shown})"
     return label
 

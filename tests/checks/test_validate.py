@@ -88,13 +88,21 @@ def test_summary_markdown_is_a_short_escaped_table(tmp_path):
     assert "| Check | Column | Bad rows | Sample bad values | Rows |" in lines
     table = [line for line in lines if line.startswith("| ") and "Check |" not in line]
     assert len(table) == 2
-    currency = next(line for line in table if "in\\_set" in line)
+    currency = next(line for line in table if "ISO 4217" in line)  # the suite's "meaning" labels the check
     assert "`<b>¦x`" in currency and "`[a](http://evil.example)`" in currency and "| 6, 9 |" in currency
     assert "| 2 (6.7%) |" in currency
-    amount = next(line for line in table if "between" in line)
+    amount = next(line for line in table if "amount is positive" in line)
     assert "`0`" in amount and "| 11 |" in amount
     for line in table:  # no cell content adds columns
         assert len(re.findall(r"(?<!\\)\|", line)) == 6
+
+
+def test_checks_without_meaning_are_labelled_by_type_and_short_arguments(tmp_path):
+    data = _custom_suite(tmp_path, [
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "k", "value_set": [f"k{i}" for i in range(10)]}},
+    ])
+    markdown = validate_file(data, "mini", suites_dir=tmp_path).summary_markdown()
+    assert "| column\\_values\\_to\\_be\\_in\\_set (value\\_set=10 values) | k | 80 (80.0%) |" in markdown  # k0..k9 are rows 0-9 and 60-69
 
 
 def test_read_error_summary_escapes_the_message(corpus):
