@@ -145,10 +145,8 @@ class CheckReport:
 
 
 def _label(result: ExpectationResult) -> str:
-    """What the check means for people (the suite's ``meaning``), else the expectation type without
-    ``expect_`` and its key arguments, e.g. ``column_values_to_be_between (min_value=0)``."""
-    if result.meaning:
-        return result.meaning
+    """The expectation type without ``expect_`` and its key arguments, then what it means for people
+    (the suite's ``meaning``), e.g. ``column_values_to_be_between (min_value=0) — an amount is positive``."""
     label = result.expectation_type.removeprefix("expect_")
     args = {k: v for k, v in result.kwargs.items() if k not in ("column", "column_A", "column_B", "column_list", "batch_id")}
     if args:
@@ -157,7 +155,7 @@ def _label(result: ExpectationResult) -> str:
             for k, v in args.items()
         )
         label += f" ({shown})"
-    return label
+    return f"{label} — {result.meaning}" if result.meaning else label
 
 
 def _cut(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
