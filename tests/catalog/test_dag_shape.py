@@ -1,0 +1,46 @@
+"""The catalog_sync DAG file as the dag-processor parses it: schedule, catchup, callbacks, gate."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dags():
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "catalog_sync.py"))
+    assert bag.import_errors == {}
+    return bag.dags
+
+
+def test_one_dag_per_cycle_with_catchup_over_data_intervals(dags):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    # include/config/partners.yaml: acme daily (the default DAG), initech "0 6 * * *" (its own DAG).
+    assert set(dags) == {"catalog_sync", "catalog_sync__initech"}
+    for dag_id, cron in (("catalog_sync", "0 0 * * *"), ("catalog_sync__initech", "0 6 * * *")):
+        dag = dags[dag_id]
+        assert isinstance(dag.timetable, CronDataIntervalTimetable) and dag.timetable.expression == cron
+        assert dag.catchup is True
+        assert "catalog_sync" in dag.tags and len(dag.doc_md) > 200
+
+
+def test_tasks_retry_alert_and_the_load_is_gated(dags):
+    from include.alerts import task_failure_alert
+    from include.catalog.ack_sensor import CatalogAckSensor
+
+    dag = dags["catalog_sync"]
+    for task in dag.tasks:
+        callbacks = task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+        assert task_failure_alert in callbacks and task.retries >= 1 and task.owner == "partner-exchange"
+    sensor = dag.get_task("confirm_and_load.await_acknowledgement")
+    assert isinstance(sensor, CatalogAckSensor) and sensor.deferrable and sensor.on_timeout == "escalate"
+    assert set(sensor.statuses) == {"acknowledged", "resolved", "closed", "disputed"}
+    assert "confirm_and_load.await_acknowledgement" in dag.get_task("confirm_and_load.load").upstream_task_ids
+    assert dag.get_task("receive").max_active_tis_per_dag == 1
