@@ -182,16 +182,10 @@ def demo_environment(ports: dict[str, int], check: bool = False) -> dict[str, st
 
 def connection_env(ports: dict[str, int]) -> dict[str, str]:
     """The Airflow connections, as AIRFLOW_CONN_* JSON (architecture.md: connection ids)."""
-    from include.sftp_server import public_key_line
+    from include.sftp_server.connection import sftp_connection
 
-    sftp = {
-        "conn_type": "sftp",
-        "host": "127.0.0.1",
-        "port": ports["sftp"],
-        "login": SFTP_USER,
-        # The pinned host key keeps host key checking on: "<type> <base64>", as SSHHook parses it.
-        "extra": {"host_key": public_key_line(HOST_KEY), "key_file": str(CLIENT_KEY)},
-    }
+    # Host key pinned (checking stays on), key file auth, AES-GCM preferred.
+    sftp = sftp_connection("127.0.0.1", ports["sftp"], SFTP_USER, HOST_KEY, CLIENT_KEY)
     client_id, client_secret = TG_ENTERPRISE_CLIENT
     trading_grid = {
         "conn_type": "http",

@@ -162,16 +162,10 @@ def test_client_with_a_different_host_key_refuses(sftp_server, tmp_path):
 
 
 def sftp_connection_json(server) -> str:
-    """The ``sftp_default`` connection as the demo writes it: host key pinned, key file auth."""
-    from include.sftp_server import public_key_line
+    """The ``sftp_default`` connection exactly as the demo writes it."""
+    from include.sftp_server.connection import sftp_connection
 
-    return json.dumps({
-        "conn_type": "sftp",
-        "host": "127.0.0.1",
-        "port": server["port"],
-        "login": USER,
-        "extra": {"host_key": public_key_line(server["host_key"]), "key_file": str(server["client_key"])},
-    })
+    return json.dumps(sftp_connection("127.0.0.1", server["port"], USER, server["host_key"], server["client_key"]))
 
 
 def test_airflow_sftp_hook_with_pinned_host_key(sftp_server, monkeypatch):
@@ -184,6 +178,8 @@ def test_airflow_sftp_hook_with_pinned_host_key(sftp_server, monkeypatch):
     hook = SFTPHook(ssh_conn_id="sftp_default")
     assert hook.no_host_key_check is False and hook.host_key is not None
     with hook.get_managed_conn() as sftp:
+        # disabled_algorithms steers paramiko to AES-GCM, which the server offers.
+        assert "gcm" in sftp.get_channel().get_transport().remote_cipher
         assert hook.list_directory("/partners/globex/inbound") == ["inv.csv"]
         hook.create_directory("/partners/globex/archive")
         sftp.posix_rename("/partners/globex/inbound/inv.csv", "/partners/globex/archive/inv.csv")
