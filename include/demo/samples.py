@@ -54,7 +54,7 @@ def prepare_exchange(sftp_root: str | os.PathLike, registry=None) -> list[Sample
     """
     registry = registry or _load_registry()
     sftp_root = Path(sftp_root)
-    first_time = not (sftp_root / "partners").exists()
+    first_time = not any(_remote_to_local(sftp_root, p.folders.inbound).exists() for p in registry.partners)
     create_partner_folders(sftp_root, registry)
     return drop_samples(sftp_root, registry) if first_time else []
 
