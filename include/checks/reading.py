@@ -96,6 +96,7 @@ def read_table(
     formulas: str = "reject",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     sheet: str | None = None,
+    number_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read the whole file as a DataFrame of text cells (see the module docstring for the rules).
 
@@ -103,11 +104,16 @@ def read_table(
         their formula text, not cached values, so they are caught).
     :param required_columns: columns that must be in the header; extra columns are kept.
     :param formulas: ``"reject"`` raises ``formula_cells``; ``"allow"`` returns the cells as they are.
+    :param number_columns: CSV columns the caller converts to numbers anyway (the runner's ``number``
+        and ``integer`` columns): pandas' C parser may parse them while reading, which saves a
+        text copy and a second parse. A chunk's column comes back as ``float64``/``int64`` only when
+        every non-empty cell is a finite number (those cells are plain numbers, never formula cells);
+        otherwise it stays text. ``attrs["number_columns"]`` names the columns that were parsed.
     :raises UnreadableFile: with a reason code from :mod:`include.checks.errors`.
     :raises FileNotFoundError: the path does not exist (a caller bug, not bad input).
     """
     chunks = list(
-        _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet)
+        _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns)
     )
     if len(chunks) == 1:
         return chunks[0]
@@ -127,6 +133,7 @@ def iter_table_chunks(
     formulas: str = "reject",
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     sheet: str | None = None,
+    number_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """Like :func:`read_table` but yields DataFrames of at most ``chunksize`` rows (bounded memory).
 
@@ -138,10 +145,10 @@ def iter_table_chunks(
     """
     if not chunksize or chunksize < 1:
         raise ValueError("chunksize must be a positive number of rows")
-    return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet)
+    return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns)
 
 
-def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet):
+def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns=()):
     """Run every whole-file check eagerly, then return an iterator of DataFrames."""
     if formulas not in ("reject", "allow"):
         raise ValueError("formulas must be 'reject' or 'allow'")
@@ -150,7 +157,7 @@ def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas,
     if size == 0:
         raise UnreadableFile(ZERO_BYTES, "the file is empty (0 bytes); often an upload that did not finish")
     if fmt == "csv":
-        frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes)
+        frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns)
     elif fmt == "xlsx":
         frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet), True
     else:
@@ -189,7 +196,7 @@ def _rejecting_formulas(frames):
 # ---------------------------------------------------------------------------------------------- CSV
 
 
-def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes):
+def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns=()):
     scan = _prescan_csv(path, delimiter, encoding, max_line_bytes)
     text_encoding = "utf-8-sig" if scan.has_bom else encoding
     header = _csv_header(path, delimiter, text_encoding, required_columns)
@@ -198,10 +205,12 @@ def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_b
 
     import pandas as pd
 
+    numbers = [i for i, name in enumerate(header) if name in set(number_columns)]
     reader = pd.read_csv(
         path,
         sep=delimiter,
-        dtype=str,
+        # by position: the file's header may carry blanks around the names
+        dtype={i: str for i in range(len(header)) if i not in numbers} if numbers else str,
         keep_default_na=False,
         na_values=[""],  # an empty cell is missing; "NA", "null", "n/a" stay text (they may be codes)
         encoding=text_encoding,
@@ -216,11 +225,72 @@ def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_b
             chunks = reader if chunksize else [reader]
             for frame in chunks:
                 frame.columns = header  # names stripped of surrounding blanks
+                if numbers:
+                    _settle_number_columns(frame, [header[i] for i in numbers], path, delimiter, text_encoding)
                 yield frame
         except (pd.errors.ParserError, ValueError) as exc:  # the csv pass should have caught it
             raise UnreadableFile(MALFORMED_CSV, f"pandas could not parse the file: {_short(exc)}") from exc
 
     return frames(), scan.formula_candidates
+
+
+def _settle_number_columns(frame, names, path, delimiter, encoding) -> None:
+    """Keep a column pandas parsed only if it is all finite numbers; else put the file's text back.
+
+    Text (pandas could not parse some cell) is kept as it is. ``int64``/``float64`` with only finite
+    values is kept: each such cell is a plain number (also by the formula rule). Anything else
+    (``inf``, integers beyond 64 bits, ``True``) is read again as text, rows of this chunk only.
+    """
+    import numpy as np
+    import pandas as pd
+
+    parsed = []
+    for name in names:
+        series = frame[name]
+        if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+            continue  # could not parse: the cells are the file's text already
+        if series.dtype.kind in "if" and np.isfinite(series.to_numpy(dtype="float64")[series.notna().to_numpy()]).all():
+            parsed.append(name)
+            continue
+        rows = [int(i) for i in frame.index]
+        text = read_cells(path, [name], rows, delimiter=delimiter, encoding=encoding)
+        frame[name] = pd.Series([text.get((i, name)) for i in rows], index=frame.index, dtype=str)
+    frame.attrs["number_columns"] = parsed
+
+
+def read_cells(
+    path: str | Path, columns: Sequence[str], rows: Sequence[int], *, delimiter: str = ",", encoding: str = "utf-8",
+    chunksize: int = 200_000,
+) -> dict[tuple[int, str], str | None]:
+    """The file's text at ``(row index, column)`` for the given rows of a checked CSV (None = empty cell).
+
+    A column-only second pass that stops after the last wanted row; index numbering matches
+    :func:`iter_table_chunks`. Used for sample values of columns pandas parsed as numbers.
+    """
+    import pandas as pd
+
+    wanted = set(rows)
+    last = max(wanted) if wanted else -1
+    found: dict[tuple[int, str], str | None] = {}
+    if not wanted:
+        return found
+    with open(path, "rb") as fh:
+        has_bom = fh.read(3) == codecs.BOM_UTF8
+    text_encoding = "utf-8-sig" if has_bom else encoding
+    header = _csv_header(Path(path), delimiter, text_encoding, columns)
+    positions = [header.index(c) for c in columns]
+    frames = pd.read_csv(
+        path, sep=delimiter, dtype=str, keep_default_na=False, na_values=[""], encoding=text_encoding,
+        usecols=positions, skip_blank_lines=True, chunksize=chunksize,
+    )
+    for frame in frames:
+        frame.columns = [header[i] for i in sorted(positions)]
+        hit = frame[frame.index.isin(wanted)]
+        for column in columns:
+            found.update(((int(i), column), None if v != v else str(v)) for i, v in hit[column].items())
+        if len(frame) and frame.index[-1] >= last:
+            break
+    return found
 
 
 def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int) -> _Prescan:

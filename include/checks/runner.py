@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.checks import fast_rules
 from include.checks.errors import UNEXPECTED_COLUMNS, UNREADABLE, UnreadableFile
 from include.checks.reading import (
     DEFAULT_MAX_LINE_BYTES,
     find_formula_cells,
     iter_table_chunks,
+    read_cells,
     read_column_rows,
     read_table,
 )
@@ -54,6 +56,9 @@ _SHAPE = (
 _NOT_PER_ROW = ("expect_compound_columns_to_be_unique",)  # multicolumn, but uniqueness spans chunks
 
 _MAX_CACHED_SUITES = 64
+#: ``engine=`` values: ``auto`` (the vectorised rules when a file spans several chunks, else GX),
+#: ``gx`` (great-expectations for every expectation), ``fast`` (the vectorised rules wherever they apply).
+ENGINES = ("auto", "gx", "fast")
 
 _gx_lock = threading.Lock()
 _gx_state: dict[str, Any] = {}
@@ -72,6 +77,7 @@ def validate_file(
     file_name: str | None = None,
     suites_dir: str | Path | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    engine: str = "auto",
 ) -> CheckReport:
     """Read ``path`` and validate it against suite ``suite_name``; never raises for bad file content.
 
@@ -84,6 +90,11 @@ def validate_file(
         expectations are rejected with ``ValueError`` in chunked mode.
     :param file_name: the name shown in the report (default: the path's name). Use the partner's
         original name, not a temporary download path.
+    :param engine: who evaluates the simple per-row expectations (see :mod:`include.checks.fast_rules`):
+        ``auto`` uses the vectorised rules when the file is chunked and fills more than one chunk (GX
+        costs ~1 s per chunk plus ~5 s per million rows), great-expectations otherwise; ``gx`` always
+        great-expectations (the reference); ``fast`` the vectorised rules wherever they apply. Results
+        are identical (tested); expectation types the vectorised rules do not know always run in GX.
     :raises UnknownSuite / InvalidSuite: configuration errors.
     :raises FileNotFoundError: the path does not exist.
     """
@@ -98,8 +109,12 @@ def validate_file(
         required_columns=spec.required_columns,
         formulas="allow",  # reported as a failed check next to the others, not as a read error
         max_line_bytes=max_line_bytes,
+        # parsed by pandas' C reader when a chunk is all finite numbers: no text copy, no second parse
+        number_columns=[c.name for c in spec.columns if c.type in _NUMBER_KINDS],
     )
     report_name = file_name if file_name is not None else path.name
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if chunksize:
         _check_chunkable(spec)
     try:
@@ -111,8 +126,12 @@ def validate_file(
         def reread(column: str, rows: list[int]) -> dict[int, str]:
             return read_column_rows(path, fmt, column, rows, delimiter=options["delimiter"], encoding=options["encoding"])
 
+        def reread_cells(columns: list[str], rows: list[int]) -> dict[tuple[int, str], str | None]:
+            return read_cells(path, columns, rows, delimiter=options["delimiter"], encoding=options["encoding"])
+
         return _validate_frames(
-            frames, spec, sample_size, report_name, started, chunked=bool(chunksize), reread=reread
+            frames, spec, sample_size, report_name, started, chunked=bool(chunksize), reread=reread,
+            engine=engine, chunksize=chunksize, reread_cells=reread_cells,
         )
     except UnreadableFile as exc:
         return _read_error_report(spec, report_name, exc.to_dict(), started)
@@ -190,6 +209,8 @@ def _gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec]):
 
 
 def _check_chunkable(spec: SuiteSpec) -> None:
+    if all(e.type in (_UNIQUE, *_ROW_COUNT, *_SHAPE, *fast_rules.FAST_TYPES) for e in spec.expectations):
+        return  # all per-row or merged here: no need to import great-expectations to know
     from great_expectations.expectations.expectation import (
         ColumnMapExpectation,
         ColumnPairMapExpectation,
@@ -237,18 +258,39 @@ class _Merged:
     rows: list[int] = field(default_factory=list)
     observed_value: Any = None
     error: str | None = None
+    # Sample candidates in file order while some still need the file's text: str, or a row index
+    # whose cells in ``text_columns`` were parsed as numbers by the reader (see resolve_samples).
+    pending: list | None = None
+    text_columns: tuple[str, ...] = ()
 
     def add(self, *, element_count, nonmissing_count, unexpected_count, samples, rows, sample_size):
         self.counted = True
         self.element_count += element_count
         self.nonmissing_count += nonmissing_count
         self.unexpected_count += unexpected_count
-        for value in samples:
+        if self.pending is None and len(self.samples) < sample_size and any(isinstance(v, int) for v in samples):
+            self.pending = list(self.samples)
+        if self.pending is not None:
+            self.pending.extend(samples)
+        else:
+            for value in samples:
+                if len(self.samples) >= sample_size:
+                    break
+                if value not in self.samples:
+                    self.samples.append(value)
+        self.rows.extend(rows[: max(0, sample_size - len(self.rows))])
+
+    def resolve_samples(self, texts: dict[tuple[int, str], str | None], sample_size: int) -> None:
+        """Turn pending row indexes into the partner's text and keep the first distinct values, as add() does."""
+        self.samples = []
+        for value in self.pending or []:
             if len(self.samples) >= sample_size:
                 break
+            if isinstance(value, int):
+                value = _cut(" / ".join("∅" if texts.get((value, c)) is None else texts[(value, c)] for c in self.text_columns))
             if value not in self.samples:
                 self.samples.append(value)
-        self.rows.extend(rows[: max(0, sample_size - len(self.rows))])
+        self.pending = None
 
     def result(self) -> ExpectationResult:
         percent = None
@@ -275,7 +317,8 @@ class _Merged:
 
 def _validate_frames(
     frames: Callable[[], Iterator[pd.DataFrame]],
-    spec: SuiteSpec, sample_size: int, file_name: str, started: float, *, chunked: bool, reread=None
+    spec: SuiteSpec, sample_size: int, file_name: str, started: float, *, chunked: bool, reread=None,
+    engine: str = "gx", chunksize: int | None = None, reread_cells=None,
 ):
     """Run the built-in checks and GX on each frame and merge; reading errors propagate to the caller.
 
@@ -284,10 +327,9 @@ def _validate_frames(
     import pandas as pd
 
     timings = {"read_seconds": 0.0, "convert_seconds": 0.0, "gx_seconds": 0.0}
-    state = _gx()
-    gx_setup = state.pop("setup_seconds", 0.0)
-    if gx_setup:
-        timings["gx_setup_seconds"] = round(gx_setup, 4)
+    # Decided per expectation once; ``auto`` switches on when the first chunk is full (more may follow).
+    fast_planned = {i for i, e in enumerate(spec.expectations) if fast_rules.plan(e, spec)} if engine != "gx" else set()
+    use_fast = engine == "fast"
 
     typed_columns = [c for c in spec.columns if c.type != "string"]
     merged_formulas = _Merged("no_formula_cells", None, {}, meaning="no cell runs as a spreadsheet formula", source="checks")
@@ -316,6 +358,7 @@ def _validate_frames(
         chunks += 1
         rows += len(frame)
         if chunks == 1:
+            use_fast = use_fast or (engine == "auto" and chunked and bool(chunksize) and len(frame) >= chunksize)
             columns = [str(c) for c in frame.columns]
             declared = {c.name for c in spec.columns}
             extra = [c for c in columns if c not in declared]
@@ -355,13 +398,25 @@ def _validate_frames(
             )
         timings["convert_seconds"] += time.perf_counter() - tick
 
+        done = set()
+        if use_fast:
+            tick = time.perf_counter()
+            for i in sorted(fast_planned):
+                result = fast_rules.evaluate(spec.expectations[i], typed, _PARTIAL_UNEXPECTED)
+                if result is not None:
+                    _merge_result(merged[i], result, None, frame, spec.expectations[i], sample_size, chunked)
+                    done.add(i)
+            timings["fast_rules_seconds"] = timings.get("fast_rules_seconds", 0.0) + time.perf_counter() - tick
+
         tick = time.perf_counter()
         run = []
         for i, expectation in enumerate(spec.expectations):
+            if i in done:
+                continue
             if chunked and expectation.type == _UNIQUE:
                 column = expectation.kwargs["column"]
                 values = typed[column].dropna()
-                hashes = pd.util.hash_pandas_object(values, index=False).to_numpy()
+                hashes = _value_hashes(values)
                 unique_hashes.setdefault(i, []).append((hashes, values.index.to_numpy(dtype="int64")))
             elif chunked and expectation.type in _ROW_COUNT:
                 continue  # decided on the total below
@@ -370,6 +425,10 @@ def _validate_frames(
             else:
                 run.append(expectation)
         if run:
+            state = _gx()
+            gx_setup = state.pop("setup_seconds", 0.0)
+            if gx_setup:
+                timings["gx_setup_seconds"] = round(gx_setup, 4)
             batch = state["batch_definition"].get_batch(batch_parameters={"dataframe": typed})
             outcome = batch.validate(
                 _gx_suite(spec, run),
@@ -380,6 +439,14 @@ def _validate_frames(
                 _merge_gx_result(merged[index], gx_result, frame, spec.expectations[index], sample_size, chunked)
         timings["gx_seconds"] += time.perf_counter() - tick
         tick = time.perf_counter()
+
+    pending = [m for m in merged.values() if m.pending is not None]
+    if pending:  # samples from columns the reader parsed as numbers: the partner's text, one more pass
+        wanted_rows = sorted({v for m in pending for v in m.pending if isinstance(v, int)})
+        wanted_columns = list(dict.fromkeys(c for m in pending for c in m.text_columns))
+        texts = reread_cells(wanted_columns, wanted_rows) if reread_cells else {}
+        for target in pending:
+            target.resolve_samples(texts, sample_size)
 
     if chunked:
         tick = time.perf_counter()
@@ -444,12 +511,27 @@ def _merge_gx_result(target: _Merged, gx_result, frame, expectation: Expectation
         target.error = _cut(info.get("exception_message") or "great-expectations raised an exception", 300)
         target.success = False
         return
-    result = gx_result.result or {}
+    _merge_result(target, gx_result.result or {}, bool(gx_result.success), frame, expectation, sample_size, chunked)
+
+
+def _merge_result(target: _Merged, result: dict, success: bool | None, frame, expectation: ExpectationSpec,
+                  sample_size: int, chunked: bool):
+    """Merge one frame's ``result`` fields (from GX or :mod:`fast_rules`) into ``target``.
+
+    ``success`` is GX's verdict for a whole-file run; ``None`` (the vectorised rules) decides it
+    from the counts and ``mostly``, as in chunked runs.
+    """
     if "unexpected_count" in result:
         indexes = list(result.get("partial_unexpected_index_list") or [])
-        samples = _raw_samples(frame, expectation, indexes) if indexes else [
-            _cut(_plain(v)) for v in result.get("partial_unexpected_list") or []
-        ]
+        columns = _expectation_columns(expectation)
+        if indexes and set(columns) & set(frame.attrs.get("number_columns", ())):
+            # the reader parsed these cells as numbers: show the partner's text, read after the last chunk
+            target.text_columns = tuple(columns)
+            samples = [int(i) for i in indexes]
+        else:
+            samples = _raw_samples(frame, expectation, indexes) if indexes else [
+                _cut(_plain(v)) for v in result.get("partial_unexpected_list") or []
+            ]
         element_count = int(result.get("element_count") or 0)
         target.add(
             element_count=element_count,
@@ -459,22 +541,26 @@ def _merge_gx_result(target: _Merged, gx_result, frame, expectation: Expectation
             rows=[int(i) + 2 for i in indexes if isinstance(i, (int,)) or hasattr(i, "__index__")][:sample_size],
             sample_size=sample_size,
         )
-        if chunked:
+        if chunked or success is None:
             mostly = float(expectation.kwargs.get("mostly", 1.0))
             n = target.nonmissing_count
             target.success = n == 0 or (1 - target.unexpected_count / n) >= mostly - 1e-12
         else:
-            target.success = bool(gx_result.success)
+            target.success = success
     else:
         target.observed_value = _plain(result.get("observed_value"))
-        target.success = target.success and bool(gx_result.success)
+        target.success = target.success and bool(success)
+
+
+def _expectation_columns(expectation: ExpectationSpec) -> list[str]:
+    kwargs = expectation.kwargs
+    columns = [kwargs["column"]] if "column" in kwargs else [kwargs[k] for k in ("column_A", "column_B") if k in kwargs]
+    return columns or list(kwargs.get("column_list", []))
 
 
 def _raw_samples(frame, expectation: ExpectationSpec, indexes: list) -> list[str]:
     """The partner's own text at the offending rows (not the converted value GX saw)."""
-    kwargs = expectation.kwargs
-    columns = [kwargs["column"]] if "column" in kwargs else [kwargs[k] for k in ("column_A", "column_B") if k in kwargs]
-    columns = columns or list(kwargs.get("column_list", []))
+    columns = _expectation_columns(expectation)
     samples = []
     for index in indexes:
         try:
@@ -496,8 +582,16 @@ def _merge_unique(target: _Merged, parts, expectation: ExpectationSpec, sample_s
 
     hashes = np.concatenate([h for h, _ in parts]) if parts else np.empty(0, dtype="uint64")
     indexes = np.concatenate([i for _, i in parts]) if parts else np.empty(0, dtype="int64")
-    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
-    duplicated = counts[inverse] > 1
+    # A value is duplicated when its sorted neighbour has the same hash (one sort, no inverse mapping).
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    same = ordered[1:] == ordered[:-1]
+    duplicated_sorted = np.zeros(len(hashes), dtype=bool)
+    duplicated_sorted[1:] |= same
+    duplicated_sorted[:-1] |= same
+    duplicated = np.empty(len(hashes), dtype=bool)
+    duplicated[order] = duplicated_sorted
+    del order, ordered, same, duplicated_sorted
     order = np.argsort(indexes[duplicated], kind="stable")
     dup_rows = indexes[duplicated][order]
     dup_hashes = hashes[duplicated][order]
@@ -517,6 +611,16 @@ def _merge_unique(target: _Merged, parts, expectation: ExpectationSpec, sample_s
             seen.add(value_hash)
             wanted.append(row)
     return wanted
+
+
+def _value_hashes(values):
+    """64-bit hashes of a column's non-missing values (equal values, equal hashes) for cross-chunk uniqueness."""
+    import pandas as pd
+
+    if values.dtype != object and pd.api.types.is_string_dtype(values.dtype):
+        # text: hash the strings directly; categorize (dedup first) only costs time on mostly unique keys
+        return pd.util.hash_array(values.to_numpy(dtype=object), categorize=False)
+    return pd.util.hash_pandas_object(values, index=False).to_numpy()
 
 
 def _row_count(target: _Merged, expectation: ExpectationSpec, rows: int) -> None:
