@@ -127,6 +127,8 @@ def run_pipeline(keys: list[str], ctx) -> dict:
             counts["notifications"] += len(summary["notifications"])
             counts["created"] += summary["created"]
             counts["cases"] += len(summary["validation_cases"]) + len(summary["transfer_cases"])
+            print(f"  {key}: {len(outcomes)} files, cumulative {time.perf_counter() - start:.1f} s, stages "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()), flush=True)
         total = time.perf_counter() - start
     finally:
         dd._validate = original_validate
@@ -172,6 +174,7 @@ def main() -> int:
 
         warm = warm_checks(workdir / "warm")
         raw = raw_download(sshd, remote_paths, workdir / "raw")
+        print(f"raw paramiko download: {raw:.2f} s; checks warm-up {warm:.2f} s", flush=True)
         ctx = RunContext(run_id="bench__1", staging_root=str(workdir / "staging"), db_url=db_url,
                          registry_path=str(registry_path))
         pipe = run_pipeline(keys, ctx)
