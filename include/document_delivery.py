@@ -250,39 +250,37 @@ def _now() -> datetime:
 # ---------------------------------------------------------------------------------------------------
 # The TG side of the ledger: which item we created for what, and its status in TG
 # ---------------------------------------------------------------------------------------------------
-_items_table = None
+def _declared_table(name: str, columns):
+    """Table ``name`` on include.db.metadata, declared on first use (sqlalchemy stays out of parse time)."""
+    from sqlalchemy import Table
+
+    from include.db import metadata
+
+    if name in metadata.tables:
+        return metadata.tables[name]
+    return Table(name, metadata, *columns())
 
 
 def items_table():
     """``delivery_tg_items``: one row per TG item of this use case (declared on include.db.metadata)."""
-    global _items_table
-    if _items_table is None:
-        from sqlalchemy import Column, DateTime, Integer, String, Table, Text
+    from sqlalchemy import Column, DateTime, Integer, String, Text
 
-        from include.db import metadata
-
-        if "delivery_tg_items" in metadata.tables:
-            _items_table = metadata.tables["delivery_tg_items"]
-            return _items_table
-        _items_table = Table(
-            "delivery_tg_items",
-            metadata,
-            Column("external_ref", String(200), primary_key=True),
-            Column("item_id", String(128), nullable=False, index=True),
-            Column("partner_key", String(64), nullable=False),
-            Column("kind", String(32), nullable=False),  # notification | validation_failure | transfer_failure
-            Column("document_key", Text, nullable=False),
-            Column("file_name", Text),
-            Column("sha256", String(64)),
-            Column("ledger_entry_id", Integer),
-            Column("status", String(32), nullable=False),
-            Column("resolved_by_item_id", String(128)),
-            Column("run_id", Text),
-            Column("tg_updated_at", String(64)),
-            Column("created_at", DateTime(timezone=True), nullable=False),
-            Column("updated_at", DateTime(timezone=True), nullable=False),
-        )
-    return _items_table
+    return _declared_table("delivery_tg_items", lambda: [
+        Column("external_ref", String(200), primary_key=True),
+        Column("item_id", String(128), nullable=False, index=True),
+        Column("partner_key", String(64), nullable=False),
+        Column("kind", String(32), nullable=False),  # notification | validation_failure | transfer_failure
+        Column("document_key", Text, nullable=False),
+        Column("file_name", Text),
+        Column("sha256", String(64)),
+        Column("ledger_entry_id", Integer),
+        Column("status", String(32), nullable=False),
+        Column("resolved_by_item_id", String(128)),
+        Column("run_id", Text),
+        Column("tg_updated_at", String(64)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    ])
 
 
 def _ensure_items_table(engine) -> None:
@@ -905,23 +903,12 @@ def _minus(timestamp: str, delta: timedelta) -> str:
     return (parsed - delta).isoformat()
 
 
-_state_table = None
-
-
 def _sync_state():
-    global _state_table
-    if _state_table is None:
-        from sqlalchemy import Column, String, Table
+    """``delivery_sync_state``: small key/value state of the feedback sync (its cursor)."""
+    from sqlalchemy import Column, String
 
-        from include.db import metadata
-
-        if "delivery_sync_state" in metadata.tables:
-            _state_table = metadata.tables["delivery_sync_state"]
-            return _state_table
-        _state_table = Table(
-            "delivery_sync_state", metadata,
-            Column("key", String(64), primary_key=True), Column("value", String(64), nullable=False))
-    return _state_table
+    return _declared_table("delivery_sync_state", lambda: [
+        Column("key", String(64), primary_key=True), Column("value", String(64), nullable=False)])
 
 
 def _read_cursor(engine) -> str | None:
