@@ -3,11 +3,9 @@ alert mail reaches a real SMTP server (aiosmtpd) — scrubbed of the secrets in 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -34,27 +32,11 @@ PROBE_DAG = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_task_failure_in_airflow_mails_the_alert(tmp_path):
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Inbox:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(envelope)
-            return "250 OK"
-
+def test_task_failure_in_airflow_mails_the_alert(tmp_path, smtp_inbox):
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "failing_alert_probe.py").write_text(PROBE_DAG)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -64,23 +46,16 @@ def test_task_failure_in_airflow_mails_the_alert(tmp_path):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'home' / 'airflow.db'}",
         "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(port),
+        "SMTP_PORT": str(smtp_inbox.port),
         "ALERT_EMAIL_TO": "oncall@example.com",
     })
     (tmp_path / "home").mkdir()
     migrate = subprocess.run(["airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
 
-    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        run = subprocess.run([sys.executable, str(dags / "failing_alert_probe.py")], env=env, capture_output=True,
-                             text=True, timeout=400, cwd=tmp_path)
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        controller.stop()
+    run = subprocess.run([sys.executable, str(dags / "failing_alert_probe.py")], env=env, capture_output=True,
+                         text=True, timeout=400, cwd=tmp_path)
+    received = smtp_inbox.wait_for(1)
     assert "RUN_STATE failed" in run.stdout, (run.stdout[-2000:], run.stderr[-2000:])
     assert len(received) == 1, run.stdout[-3000:]
     mail = received[0].content.decode("utf-8", "replace")

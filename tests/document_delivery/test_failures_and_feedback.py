@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -58,39 +57,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_failed_task_sends_an_alert_mail_without_secrets(delivery_env, monkeypatch):
-    from aiosmtpd.controller import Controller
-
-    received = []
-
-    class Inbox:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(envelope)
-            return "250 OK"
-
+def test_failed_task_sends_an_alert_mail_without_secrets(delivery_env, smtp_inbox, monkeypatch):
     env = delivery_env
-    port = _free_port()
-    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("SMTP_PORT", str(port))
-        monkeypatch.setenv("ALERT_EMAIL_TO", "ops@example.com, oncall@example.com")
-        # A real failure: the partner's SFTP server refuses connections; its URL carries a password.
-        closed = _free_port()
-        monkeypatch.setenv("AIRFLOW_CONN_SFTP_DEFAULT",
-                           f'{{"conn_type": "sftp", "host": "127.0.0.1", "port": {closed}, "login": "u", '
-                           f'"password": "pw-Secret-123", "extra": {{"no_host_key_check": true}}}}')
-        with pytest.raises(Exception) as failure:
-            dd.check_readiness(PARTNER, env.ctx, max_polls=1)
-        exc = ConnectionError(f"{type(failure.value).__name__}: {failure.value} (while using sftp://u:pw-Secret-123@127.0.0.1:{closed}, "
-                                  "password=pw-Secret-123)")
-        alerts.task_failure_alert(_failure_context(env, exc, task_id="deliver.check_readiness"))
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        controller.stop()
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(smtp_inbox.port))
+    monkeypatch.setenv("ALERT_EMAIL_TO", "ops@example.com, oncall@example.com")
+    # A real failure: the partner's SFTP server refuses connections; its URL carries a password.
+    closed = _free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_DEFAULT",
+                       f'{{"conn_type": "sftp", "host": "127.0.0.1", "port": {closed}, "login": "u", '
+                       f'"password": "pw-Secret-123", "extra": {{"no_host_key_check": true}}}}')
+    with pytest.raises(Exception) as failure:
+        dd.check_readiness(PARTNER, env.ctx, max_polls=1)
+    exc = ConnectionError(f"{type(failure.value).__name__}: {failure.value} (while using "
+                          f"sftp://u:pw-Secret-123@127.0.0.1:{closed}, password=pw-Secret-123)")
+    alerts.task_failure_alert(_failure_context(env, exc, task_id="deliver.check_readiness"))
+    received = smtp_inbox.wait_for(1)
     assert len(received) == 1
     mail = received[0]
     text = mail.content.decode("utf-8", "replace")
