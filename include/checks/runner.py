@@ -119,7 +119,7 @@ def validate_file(
         _check_chunkable(spec)
     try:
         if chunksize:
-            frames = lambda: iter_table_chunks(path, fmt, chunksize=chunksize, **options)  # noqa: E731
+            frames = lambda: _prefetched(iter_table_chunks(path, fmt, chunksize=chunksize, **options))  # noqa: E731
         else:
             frames = lambda: iter([read_table(path, fmt, **options)])  # noqa: E731
 
@@ -227,6 +227,52 @@ def _check_chunkable(spec: SuiteSpec) -> None:
                 f"suite {spec.name!r}: {expectation.type} looks at the whole column and cannot be merged "
                 "across chunks; validate without chunksize or drop it from the suite"
             )
+
+
+def _prefetched(frames: Iterator, depth: int = 1) -> Iterator:
+    """Read the next chunk in a thread while the caller checks the current one.
+
+    pandas' C tokenizer releases the GIL, so on two cores reading overlaps the checks; memory grows by
+    at most ``depth`` chunks. Reader exceptions (``UnreadableFile``…) are re-raised in the caller;
+    when the caller stops early, the thread stops at its next chunk.
+    """
+    import queue
+
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                if not put((frame, None)):
+                    return
+            put((done, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            put((None, exc))
+
+    thread = threading.Thread(target=read, name="chunk-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            frame, error = handoff.get()
+            if error is not None:
+                raise error
+            if frame is done:
+                return
+            yield frame
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _read_error_report(spec: SuiteSpec, file_name: str, error: dict[str, Any], started: float) -> CheckReport:

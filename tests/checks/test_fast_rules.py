@@ -217,3 +217,32 @@ def test_reader_parses_number_columns_only_when_a_chunk_is_all_finite_numbers(tm
     assert chunks[1]["p"].tolist() == ["1", "x1", "3", "4"]
     assert chunks[2]["p"].tolist() == ["1", "-inf", "2", "3"] and list(chunks[2].index) == [8, 9, 10, 11]
     assert chunks[3]["p"].tolist() == ["1", "99999999999999999999", "2", "3"]
+
+
+def test_prefetching_reader_hands_over_chunks_in_order_and_reraises_reader_errors():
+    import threading
+
+    from include.checks.errors import UnreadableFile
+    from include.checks.runner import _prefetched
+
+    def frames():
+        yield 1
+        yield 2
+        raise UnreadableFile("truncated", "the last record is cut")
+
+    got = []
+    with pytest.raises(UnreadableFile, match="cut"):
+        for frame in _prefetched(frames()):
+            got.append(frame)
+    assert got == [1, 2]
+
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    reader = _prefetched(endless())
+    assert [next(reader), next(reader)] == [1, 2]
+    reader.close()  # the caller stops early (e.g. unexpected columns): the thread ends
+    assert not any(t.name == "chunk-reader" and t.is_alive() for t in threading.enumerate())
