@@ -569,8 +569,22 @@ def publish_results(partner_key: str, outcomes: list[dict], ctx: RunContext) -> 
     summary = _post_items(hook, partner, ledger, outcomes, ctx)
     if any(o["kind"] != TRANSFER_FAILED for o in outcomes):
         _resolve_session_cases(hook, partner, ledger, ctx)
+    _drop_staged_copies(ctx.staging_dir() / partner.key)
     log.info("%s: %s", partner.key, json.dumps(summary, default=str))
     return summary
+
+
+def _drop_staged_copies(folder: Path) -> None:
+    """The files are on the server (archive/quarantine) and announced: delete the local copies.
+
+    Check reports stay (small): a cleared publish_results re-attaches the same bytes, which the hook
+    recognises by sha256 instead of uploading a second report.
+    """
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.endswith(".report.json"):
+            path.unlink(missing_ok=True)
 
 
 def _metadata(outcome: dict, ctx: RunContext, **extra: Any) -> dict:

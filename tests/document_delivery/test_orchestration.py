@@ -41,6 +41,8 @@ def test_happy_path_archives_and_notifies_with_metadata(delivery_env):
     assert meta["rows"] == 12
     assert meta["dag_id"] == "document_delivery" and meta["run_id"] == env.ctx.run_id
     assert summary["notifications"] == [item["id"]]
+    staged = [p.name for p in (env.ctx.staging_dir() / PARTNER).iterdir()]
+    assert staged and all(name.endswith(".report.json") for name in staged), "staged copies removed once published"
     tracked = dd.tracked_items(partner_key=PARTNER)
     assert [(t["item_id"], t["kind"], t["status"]) for t in tracked] == [(item["id"], "document_delivery", "open")]
 
