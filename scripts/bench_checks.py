@@ -86,7 +86,8 @@ def main() -> None:
         if "timings" in r:
             t = r["timings"]
             extra = (f"  read {t.get('read_seconds', 0):.2f} s, convert+builtin {t.get('convert_seconds', 0):.2f} s, "
-                     f"gx {t.get('gx_seconds', 0):.2f} s, chunks {r['chunks']}, passed {r['passed']}, "
+                     f"gx {t.get('gx_seconds', 0):.2f} s, vectorised rules {t.get('fast_rules_seconds', 0):.2f} s, "
+                     f"chunks {r['chunks']}, passed {r['passed']}, "
                      f"gx_setup (import+context, not counted) {r['gx_setup']:.2f} s")
         print(f"{mode:17} {r['seconds']:7.2f} s  x{r['seconds'] / base:5.2f} pandas  "
               f"peak RSS {r['peak_rss_mb']:6.0f} MB{extra}")
