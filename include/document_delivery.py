@@ -476,9 +476,16 @@ def _fetch_with_retries(inbox, sftp: Any, entry: LedgerEntry, ctx: RunContext, t
         try:
             return inbox.fetch(entry.id, timeout=ctx.fetch_timeout), None
         except transfer_error as exc:
+            from include.intake import TransferTimeout
+
             error = _describe(exc)
             if not _session_alive(sftp):
                 raise SessionLost(f"SFTP session lost while fetching {entry.file_name}: {error}") from exc
+            if isinstance(exc, TransferTimeout):
+                # A timed-out fetch leaves unanswered read requests on the channel, so the session
+                # cannot be trusted for another try: the task retries with a fresh session, and after
+                # Airflow's retries the failure callback opens the transfer_failure case.
+                raise SessionLost(f"SFTP transfer of {entry.file_name} timed out: {error}") from exc
             log.warning("%s: fetch of %s failed (attempt %d/%d): %s", entry.partner_key, entry.file_name,
                         attempt, ctx.fetch_attempts, error)
             if attempt < ctx.fetch_attempts:
