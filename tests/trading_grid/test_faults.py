@@ -50,13 +50,15 @@ def test_retry_after_is_honoured_by_every_thread(tg):
         h._get_token()
         tg.set_faults(rate_limit_rate=1.0, retry_after_seconds=1)
         sent_at: list[float] = []
-        original = h.get_conn().send
+        # Every request of the hook, whichever path sends it, goes through the session's urllib3 pool.
+        pool = h.get_conn().get_adapter(tg.base_url).poolmanager.connection_from_url(tg.base_url)
+        original = pool.urlopen
 
         def recording(*args, **kwargs):
             sent_at.append(time.monotonic())
             return original(*args, **kwargs)
 
-        h.get_conn().send = recording  # observe the real requests; the HTTP stays real
+        pool.urlopen = recording  # observe the real requests; the HTTP stays real
         threading.Timer(0.3, tg.clear_faults).start()
         results = h.create_items([make_payload() for _ in range(4)], max_concurrency=4)
     assert all(created for _, created in results)
