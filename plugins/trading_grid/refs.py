@@ -80,7 +80,10 @@ def canonical_json(payload: Mapping[str, Any]) -> bytes:
     )
 
 
-def idempotency_key(ref: str, payload: Mapping[str, Any]) -> str:
-    """Key for ``POST items``: stable for the same ref and body, different when the body changes."""
-    digest = hashlib.sha256(ref.encode("utf-8") + b"\n" + canonical_json(payload)).hexdigest()
+def idempotency_key(ref: str, payload: Mapping[str, Any], *, body: bytes | None = None) -> str:
+    """Key for ``POST items``: stable for the same ref and body, different when the body changes.
+
+    ``body`` is ``canonical_json(payload)`` when the caller has it already (the hook sends those bytes).
+    """
+    digest = hashlib.sha256(ref.encode("utf-8") + b"\n" + (body if body is not None else canonical_json(payload))).hexdigest()
     return f"{REF_VERSION}-{digest}"

@@ -517,6 +517,7 @@ class TradingGridHook(BaseHook):
         self._settings: TradingGridSettings | None = None
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
+        self._lean_pool_cache: tuple[requests.Session, Any] | None = None
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_renew_at = 0.0
@@ -556,6 +557,15 @@ class TradingGridHook(BaseHook):
                     self._mount(session, self._pool_maxsize)
                     self._session = session
         return self._session
+
+    def _lean_pool(self, session: requests.Session) -> Any:
+        """The session's urllib3 pool for the TG host (looked up once per session: it is stable)."""
+        cached = self._lean_pool_cache
+        if cached is None or cached[0] is not session:
+            base = self.settings.base_url
+            cached = (session, session.get_adapter(base).poolmanager.connection_from_url(base))
+            self._lean_pool_cache = cached
+        return cached[1]
 
     @staticmethod
     def _mount(session: requests.Session, pool_maxsize: int) -> None:
@@ -665,7 +675,7 @@ class TradingGridHook(BaseHook):
             base_headers.setdefault("Content-Type", "application/json")
         lean_pool = lean_timeout = None
         if not session.trust_env and params is None and form is None and body_factory is None:
-            lean_pool = session.get_adapter(url).poolmanager.connection_from_url(url)
+            lean_pool = self._lean_pool(session)
             connect_timeout, read_timeout = self._timeout
             lean_timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         while True:
@@ -773,7 +783,8 @@ class TradingGridHook(BaseHook):
         ref = payload.get("external_ref")
         if not ref:
             raise ValueError("create_item needs payload['external_ref'] (see trading_grid.refs.external_ref)")
-        key = idempotency_key or refs.idempotency_key(ref, payload)
+        body = refs.canonical_json(payload)
+        key = idempotency_key or refs.idempotency_key(ref, payload, body=body)
         unknown_outcome = {"seen": False}
 
         def recover() -> dict | None:
@@ -784,7 +795,7 @@ class TradingGridHook(BaseHook):
             resp = self._send(
                 "POST",
                 f"{self.settings.community_path}/items",
-                json_body=payload,
+                raw_body=body,
                 headers={"Idempotency-Key": key},
                 recover=recover,
             )
