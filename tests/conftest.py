@@ -7,6 +7,7 @@ so each can be owned and evolved on its own:
 - tests.support.tg_sandbox    the Trading Grid sandbox over HTTP (``tg_sandbox``)
 - tests.support.postgres      a throw-away PostgreSQL database (``pg_url``)
 - tests.support.airflow_stack Airflow's real scheduler, dag-processor, triggerer and api-server
+- tests.support.smtp          a real SMTP server that keeps what it receives (``smtp_inbox``)
 """
 import os
 
@@ -19,4 +20,5 @@ pytest_plugins = [
     "tests.support.sshd",
     "tests.support.tg_sandbox",
     "tests.support.airflow_stack",
+    "tests.support.smtp",
 ]

@@ -132,47 +132,26 @@ def test_unanswered_item_is_escalated_reminded_and_recorded(db, hooks, acme, mon
     assert [e["event"] for e in store.history(db, "acme")[0]["events"]].count("escalated") == 2
 
 
-def test_deadline_escalation_mails_an_alert(db, hooks, acme, monkeypatch, pg_url):
+def test_deadline_escalation_mails_an_alert(db, hooks, acme, monkeypatch, pg_url, smtp_inbox):
     """At the deadline the sensor escalates and mails through include.alerts (real SMTP server)."""
-    import socket
-    import time
     from types import SimpleNamespace
-
-    from aiosmtpd.controller import Controller
 
     from include.catalog.ack_sensor import CatalogAckSensor
 
-    received = []
-
-    class Inbox:
-        async def handle_DATA(self, server, session, envelope):
-            received.append(envelope)
-            return "250 OK"
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    controller = Controller(Inbox(), hostname="127.0.0.1", port=port)
-    controller.start()
     enterprise, _ = hooks
-    try:
-        monkeypatch.setenv("EXCHANGE_DB_URL", pg_url)
-        monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("SMTP_PORT", str(port))
-        monkeypatch.setenv("ALERT_EMAIL_TO", "category-managers@retail.example")
-        vid = add_version(db, "a1e70001", BASE, T0)
-        posted = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r1")
-        sensor = CatalogAckSensor(task_id="await_acknowledgement", version=posted)
-        sensor._apply_version()
-        # What Airflow hands the task (the parts include.alerts reads); a TI cannot exist outside a run.
-        ti = SimpleNamespace(dag_id="catalog_sync", task_id="confirm_and_load.await_acknowledgement", run_id="r1",
-                             map_index=0, try_number=1, log_url=None)
-        sensor.escalate({"task_instance": ti, "ti": ti, "run_id": "r1", "task": sensor})
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        controller.stop()
+    monkeypatch.setenv("EXCHANGE_DB_URL", pg_url)
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(smtp_inbox.port))
+    monkeypatch.setenv("ALERT_EMAIL_TO", "category-managers@retail.example")
+    vid = add_version(db, "a1e70001", BASE, T0)
+    posted = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r1")
+    sensor = CatalogAckSensor(task_id="await_acknowledgement", version=posted)
+    sensor._apply_version()
+    # What Airflow hands the task (the parts include.alerts reads); a TI cannot exist outside a run.
+    ti = SimpleNamespace(dag_id="catalog_sync", task_id="confirm_and_load.await_acknowledgement", run_id="r1",
+                         map_index=0, try_number=1, log_url=None)
+    sensor.escalate({"task_instance": ti, "ti": ti, "run_id": "r1", "task": sensor})
+    received = smtp_inbox.wait_for(1)
     assert len(received) == 1
     import email
     from email import policy
