@@ -10,7 +10,7 @@ from include.sftp_server.keys import public_key_line
 
 #: paramiko prefers aes*-ctr + HMAC; with these disabled it negotiates AES-GCM, which moved
 #: 1.1-1.5x more data per second here. SSHHook hands ``disabled_algorithms`` to paramiko's connect
-#: (its ``ciphers`` extra is applied only after the key exchange). Same list as tests/support/sshd.py.
+#: (its ``ciphers`` extra is applied only after the key exchange). The sshd test fixture uses it too.
 PREFER_AES_GCM = {"ciphers": ["aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-cbc", "aes192-cbc",
                               "aes256-cbc", "3des-cbc"]}
 
