@@ -110,6 +110,30 @@ def evaluate(expectation: ExpectationSpec, frame: pd.DataFrame, partial_count: i
     """
     import numpy as np
 
+    masks = row_masks(expectation, frame)
+    if masks is None:
+        return None
+    unexpected, missing = masks
+    index = frame.index[np.flatnonzero(unexpected)[:partial_count]]
+    result = {
+        "element_count": len(frame),
+        "unexpected_count": int(unexpected.sum()),
+        "partial_unexpected_index_list": [int(i) for i in index],
+    }
+    if missing is not None:
+        result["missing_count"] = int(missing.sum())
+    return result
+
+
+def row_masks(expectation: ExpectationSpec, frame: pd.DataFrame):
+    """``(unexpected, missing)`` boolean arrays, one entry per row of ``frame``, for a planned expectation.
+
+    ``missing`` is None for ``not_null`` (GX reports no missing count there). ``None`` instead of the
+    pair when a column is not in the frame. :func:`evaluate` and the batch screen
+    (:mod:`include.checks.batch`) both count from these masks.
+    """
+    import numpy as np
+
     kwargs = expectation.kwargs
     columns = [kwargs["column_A"], kwargs["column_B"]] if expectation.type == PAIR_GREATER else [kwargs["column"]]
     if any(c not in frame.columns for c in columns):
@@ -125,24 +149,12 @@ def evaluate(expectation: ExpectationSpec, frame: pd.DataFrame, partial_count: i
         else:
             missing = np.zeros(len(frame), dtype=bool)
         ok = (a >= b if kwargs.get("or_equal") else a > b).to_numpy(dtype=bool, na_value=False)
-        unexpected = ~missing & ~ok
-    else:
-        values = frame[columns[0]]
-        missing = values.isna().to_numpy()
-        if expectation.type == NOT_NULL:
-            unexpected = missing
-            missing = None
-        else:
-            unexpected = ~missing & ~_condition(expectation, values, missing)
-    index = frame.index[np.flatnonzero(unexpected)[:partial_count]]
-    result = {
-        "element_count": len(frame),
-        "unexpected_count": int(unexpected.sum()),
-        "partial_unexpected_index_list": [int(i) for i in index],
-    }
-    if missing is not None:
-        result["missing_count"] = int(missing.sum())
-    return result
+        return ~missing & ~ok, missing
+    values = frame[columns[0]]
+    missing = values.isna().to_numpy()
+    if expectation.type == NOT_NULL:
+        return missing, None
+    return ~missing & ~_condition(expectation, values, missing), missing
 
 
 def _condition(expectation: ExpectationSpec, values: pd.Series, missing):

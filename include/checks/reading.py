@@ -750,6 +750,28 @@ def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) 
     """
     total = 0
     hits: list[tuple[int, int, str, str]] = []
+    for position, column, formulas in _formula_columns(df):
+        total += len(formulas)
+        for index, value in formulas.head(limit).items():
+            hits.append((int(index), position, str(column), value))
+    hits.sort()
+    cells = [{"row": i + 2, "column": c, "value": _excerpt(v, 40)} for i, _, c, v in hits[:limit]]
+    return total, cells
+
+
+def formula_rows(df: pd.DataFrame):
+    """Boolean array, one entry per row of ``df``: the row holds at least one formula cell
+    (the same cells :func:`find_formula_cells` counts)."""
+    import numpy as np
+
+    rows = np.zeros(len(df), dtype=bool)
+    for _, _, formulas in _formula_columns(df):
+        rows[df.index.get_indexer(formulas.index)] = True
+    return rows
+
+
+def _formula_columns(df: pd.DataFrame):
+    """``(position, column, formula cells as a Series)`` for each column holding formula cells."""
     for position, column in enumerate(df.columns):
         series = df[column]
         if series.dtype.kind in "biufcmM":  # already typed: cannot hold formula text
@@ -760,12 +782,8 @@ def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) 
             continue
         candidates = text[starts]
         formulas = candidates[~candidates.str.fullmatch(_NUMBER_TEXT, na=False).to_numpy(dtype=bool)]
-        total += len(formulas)
-        for index, value in formulas.head(limit).items():
-            hits.append((int(index), position, str(column), value))
-    hits.sort()
-    cells = [{"row": i + 2, "column": c, "value": _excerpt(v, 40)} for i, _, c, v in hits[:limit]]
-    return total, cells
+        if len(formulas):
+            yield position, column, formulas
 
 
 def _excerpt(text: str, limit: int) -> str:

@@ -103,15 +103,7 @@ def validate_file(
     path = Path(path)
     if fmt is None:
         fmt = "xlsx" if path.name.lower().endswith(".xlsx") else spec.format
-    options = dict(
-        delimiter=delimiter or spec.delimiter,
-        encoding=encoding or spec.encoding,
-        required_columns=spec.required_columns,
-        formulas="allow",  # reported as a failed check next to the others, not as a read error
-        max_line_bytes=max_line_bytes,
-        # parsed by pandas' C reader when a chunk is all finite numbers: no text copy, no second parse
-        number_columns=[c.name for c in spec.columns if c.type in _NUMBER_KINDS],
-    )
+    options = read_options(spec, delimiter=delimiter, encoding=encoding, max_line_bytes=max_line_bytes)
     report_name = file_name if file_name is not None else path.name
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -141,6 +133,20 @@ def validate_file(
         log.exception("unexpected error while reading %s for suite %s", report_name, spec.name)
         error = {"reason_code": UNREADABLE, "message": f"the file could not be read ({type(exc).__name__})", "details": {}}
         return _read_error_report(spec, report_name, error, started)
+
+
+def read_options(spec: SuiteSpec, *, delimiter: str | None = None, encoding: str | None = None,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> dict[str, Any]:
+    """The reader's keyword arguments for files of ``spec`` (overrides win over the suite's)."""
+    return dict(
+        delimiter=delimiter or spec.delimiter,
+        encoding=encoding or spec.encoding,
+        required_columns=spec.required_columns,
+        formulas="allow",  # reported as a failed check next to the others, not as a read error
+        max_line_bytes=max_line_bytes,
+        # parsed by pandas' C reader when a chunk is all finite numbers: no text copy, no second parse
+        number_columns=[c.name for c in spec.columns if c.type in _NUMBER_KINDS],
+    )
 
 
 def validate_dataframe(
@@ -378,20 +384,7 @@ def _validate_frames(
     use_fast = engine == "fast"
 
     typed_columns = [c for c in spec.columns if c.type != "string"]
-    merged_formulas = _Merged("no_formula_cells", None, {}, meaning="no cell runs as a spreadsheet formula", source="checks")
-    merged_parse = {
-        c.name: _Merged(
-            f"values_parse_as_{c.type}",
-            c.name,
-            {"format": c.format} if c.format else {},
-            meaning=f"every {c.name} is a {c.type}" + (f" ({c.format})" if c.format else ""),
-            source="checks",
-        )
-        for c in typed_columns
-    }
-    merged = {
-        i: _Merged(e.type, e.column, dict(e.kwargs), meaning=e.meaning) for i, e in enumerate(spec.expectations)
-    }
+    merged_formulas, merged_parse, merged = _new_checks(spec)
     unique_hashes: dict[int, list] = {}  # chunked only: expectation index -> [(hashes, index), ...]
     formula_cells: list[dict[str, Any]] = []
     rows = 0
@@ -506,10 +499,38 @@ def _validate_frames(
                 _row_count(merged[i], expectation, rows)
         timings["gx_seconds"] += time.perf_counter() - tick
 
-    merged_formulas.success = merged_formulas.unexpected_count == 0
     if formula_cells:
         merged_formulas.observed_value = {"cells": formula_cells}
         merged_formulas.column = ", ".join(dict.fromkeys(c["column"] for c in formula_cells))
+    return _report(spec, file_name, merged_formulas, merged_parse, merged, rows=rows, columns=columns,
+                   chunks=chunks, timings=timings, started=started)
+
+
+def _new_checks(spec: SuiteSpec) -> tuple[_Merged, dict[str, _Merged], dict[int, _Merged]]:
+    """The empty accumulators of one file's checks: formula cells, parse per typed column, the suite."""
+    merged_formulas = _Merged("no_formula_cells", None, {}, meaning="no cell runs as a spreadsheet formula", source="checks")
+    merged_parse = {
+        c.name: _Merged(
+            f"values_parse_as_{c.type}",
+            c.name,
+            {"format": c.format} if c.format else {},
+            meaning=f"every {c.name} is a {c.type}" + (f" ({c.format})" if c.format else ""),
+            source="checks",
+        )
+        for c in spec.columns
+        if c.type != "string"
+    }
+    merged = {
+        i: _Merged(e.type, e.column, dict(e.kwargs), meaning=e.meaning) for i, e in enumerate(spec.expectations)
+    }
+    return merged_formulas, merged_parse, merged
+
+
+def _report(spec: SuiteSpec, file_name: str, merged_formulas: _Merged, merged_parse: dict[str, _Merged],
+            merged: dict[int, _Merged], *, rows: int, columns: list[str], chunks: int, timings: dict[str, float],
+            started: float) -> CheckReport:
+    """The :class:`CheckReport` of one file from its accumulated checks."""
+    merged_formulas.success = merged_formulas.unexpected_count == 0
     for check in merged_parse.values():
         check.success = check.unexpected_count == 0
     results = [merged_formulas.result(), *(m.result() for m in merged_parse.values()), *(m.result() for m in merged.values())]
