@@ -560,11 +560,12 @@ def _outcome_of_check(partner: Partner, entry: LedgerEntry, report: Any, ledger:
                                            "reason_code": "check_error", "message": reason}, indent=2))
         return _outcome(entry, FAILED, reason=reason, reason_code="check_error", report_path=str(report_path),
                         summary=f"The file could not be checked: {reason}")
-    report_path.write_text(report.to_json())
     if report.passed:
+        report_path.write_text(report.to_json(indent=None))  # for the record; people read failed ones
         if entry.status == "fetched":
             ledger.mark_validated(entry.id)
         return _outcome(entry, PASSED, rows=report.rows, report_path=str(report_path))
+    report_path.write_text(report.to_json())
     return _outcome(entry, FAILED, rows=report.rows, reason=f"{report.reason_code}", reason_code=report.reason_code,
                     report_path=str(report_path), summary=report.summary_markdown()[:20000])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from include.checks.errors import EXPECTATIONS_FAILED, FORMULA_CELLS
@@ -86,7 +86,9 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN/inf become None), including ``reason_code``."""
-        data = asdict(self)
+        # Not dataclasses.asdict: it deep-copies every value first, and _json_safe copies again.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["results"] = [{name: getattr(r, name) for name in r.__dataclass_fields__} for r in self.results]
         data["reason_code"] = self.reason_code
         return _json_safe(data)
 
