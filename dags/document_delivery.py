@@ -6,19 +6,20 @@ never one task per file):
 
 1. **wait_for_files**: a deferrable SFTP sensor waits in the triggerer for something in the
    partner's inbound folder. Nothing within the wait → the partner's tasks are *skipped*, not failed.
-2. **check_readiness**: list the folder in one round trip per poll and claim the files that are
-   completely written (stable across polls, old enough, ``.done``/manifest companions when the
-   partner uses them). Temporary names (``*.part``, ``~$x``, dot-files) are left alone.
-3. **fetch_and_validate**: one SFTP session per partner streams every ready file to staging (sha256
-   while reading) and checks it against its document type's suite. A re-delivered identical file
-   is recognised by the ledger and announced only once.
-4. **publish_results**: good files are archived and announced with a TG *notification*
-   (``requires_ack``; metadata: document type, file name, sha256, size, rows, dag_id, run_id);
-   bad files are quarantined (never deleted) and get a *validation_failure case* with the error
-   summary and the check report attached. A corrected file for the same document resolves the
-   open case with a comment linking the new notification. A file that cannot be fetched after
-   retries gets a *transfer_failure case*; so does a partner whose session fails for good.
-5. **sync_partner_feedback**: TG item statuses (acknowledged, disputed, resolved) come back into
+2. **intake**: everything on the SFTP server, over one session: list the folder in one round trip
+   per poll and claim the files that are completely written (stable across polls, old enough,
+   ``.done``/manifest companions when the partner uses them; temporary names such as ``*.part``,
+   ``~$x`` and dot-files are left alone); stream every ready file to staging (sha256 while reading);
+   check the files of one document type together against its suite; archive the good files and
+   quarantine the bad ones (renamed, never deleted). A re-delivered identical file is recognised
+   by the ledger and announced only once.
+3. **publish_results**: tell the partner on TG: good files get a *notification* (``requires_ack``;
+   metadata: document type, file name, sha256, size, rows, dag_id, run_id); bad files a
+   *validation_failure case* with the error summary and the check report attached. A corrected
+   file for the same document resolves the open case with a comment linking the new notification.
+   A file that cannot be fetched after retries gets a *transfer_failure case*; so does a partner
+   whose session fails for good. Kept apart from intake so a TG outage retries only the posts.
+4. **sync_partner_feedback**: TG item statuses (acknowledged, disputed, resolved) come back into
    the ledger, so open partner disputes can be listed and followed to closure.
 
 Reruns and cleared tasks post nothing twice: every TG item has an ``external_ref`` derived from
@@ -72,21 +73,17 @@ def document_delivery():
             soft_fail=True,  # nothing delivered is a quiet partner, not a failure
         )
 
-        @task
-        def check_readiness(partner_key: str) -> list[int]:
-            return delivery.check_readiness(partner_key, delivery.run_context())
-
         @task(on_failure_callback=[task_failure_alert, delivery.transfer_failure_callback])
-        def fetch_and_validate(partner_key: str, entry_ids: list[int]) -> list[dict]:
-            return delivery.fetch_and_validate(partner_key, entry_ids, delivery.run_context())
+        def intake(partner_key: str) -> list[dict]:
+            return delivery.intake(partner_key, delivery.run_context())
 
         @task
         def publish_results(partner_key: str, outcomes: list[dict]) -> dict:
             return delivery.publish_results(partner_key, outcomes, delivery.run_context())
 
-        ready = check_readiness(partner_key=partner_key)
-        wait_for_files >> ready
-        publish_results(partner_key=partner_key, outcomes=fetch_and_validate(partner_key=partner_key, entry_ids=ready))
+        outcomes = intake(partner_key=partner_key)
+        wait_for_files >> outcomes
+        publish_results(partner_key=partner_key, outcomes=outcomes)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def sync_partner_feedback() -> dict:

@@ -99,11 +99,16 @@ def warm_checks(scratch: Path) -> float:
 
 
 def run_partner(key: str, ctx) -> dict:
-    """One partner's task functions in order, as the mapped task group runs them; stage seconds and counts."""
+    """One partner's tasks as the mapped task group runs them (intake, then publish_results).
+
+    Stage seconds come from wrapping the functions those tasks call: readiness, fetch (incl. the
+    ledger; validation taken out), validate, moves (archive/quarantine renames + ledger), tg (posts).
+    """
     from include import document_delivery as dd
 
     stages = {"readiness": 0.0, "fetch": 0.0, "validate": 0.0, "moves": 0.0, "tg": 0.0}
-    timed = {"_validate": "validate", "_post_items": "tg"}
+    timed = {"check_readiness": "readiness", "fetch_and_validate": "fetch", "_validate": "validate",
+             "move_files": "moves", "_post_items": "tg"}
     originals = {name: getattr(dd, name) for name in timed}
 
     def timing(name):
@@ -118,18 +123,12 @@ def run_partner(key: str, ctx) -> dict:
     for name in timed:
         setattr(dd, name, timing(name))
     try:
-        t = time.perf_counter()
-        ids = dd.check_readiness(key, ctx)
-        stages["readiness"] += time.perf_counter() - t
-        t = time.perf_counter()
-        outcomes = dd.fetch_and_validate(key, ids, ctx)
-        stages["fetch"] += time.perf_counter() - t - stages["validate"]
-        t = time.perf_counter()
+        outcomes = dd.intake(key, ctx)
         summary = dd.publish_results(key, outcomes, ctx)
-        stages["moves"] += time.perf_counter() - t - stages["tg"]  # moves, session cases, staging clean-up
     finally:
         for name, original in originals.items():
             setattr(dd, name, original)
+    stages["fetch"] -= stages["validate"]
     return {"key": key, "files": len(outcomes), "stages": stages, "notifications": len(summary["notifications"]),
             "created": summary["created"], "cases": len(summary["validation_cases"]) + len(summary["transfer_cases"])}
 

@@ -85,7 +85,7 @@ def test_document_delivery_shape(dagbag):
 
     assert not fnmatch(".", sensor.file_pattern) and not fnmatch("..", sensor.file_pattern)
     assert fnmatch("INV-1.csv", sensor.file_pattern)
-    fetch = dag.get_task("deliver.fetch_and_validate")
+    fetch = dag.get_task("deliver.intake")
     # One mapped group per partner: tasks inside are expanded with the group, never per file.
     from airflow.sdk.definitions.taskgroup import MappedTaskGroup
 
@@ -93,8 +93,7 @@ def test_document_delivery_shape(dagbag):
     assert {t.task_id for t in dag.tasks} == {
         "enabled_partners",
         "deliver.wait_for_files",
-        "deliver.check_readiness",
-        "deliver.fetch_and_validate",
+        "deliver.intake",
         "deliver.publish_results",
         "sync_partner_feedback",
     }

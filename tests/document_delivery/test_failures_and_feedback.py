@@ -13,7 +13,7 @@ from tests.document_delivery.conftest import PARTNER, TG_PARTNER
 from tests.support.sshd import start_sshd
 
 
-def _failure_context(env, exc: BaseException, task_id: str = "deliver.fetch_and_validate") -> dict:
+def _failure_context(env, exc: BaseException, task_id: str = "deliver.intake") -> dict:
     """What Airflow hands a task's on_failure_callback (the parts our callbacks read)."""
     ti = SimpleNamespace(dag_id="document_delivery", task_id=task_id, run_id=env.ctx.run_id, map_index=0,
                          try_number=3, log_url="http://airflow.example/log")

@@ -1,7 +1,8 @@
 """The document_delivery task functions end to end against real sshd, TG sandbox and PostgreSQL.
 
 No scheduler: each test calls the functions the DAG's tasks call, in the DAG's order
-(``run_partner_once`` = check_readiness → fetch_and_validate → publish_results).
+(``run_partner_once`` = intake [check_readiness → fetch_and_validate → move_files, one SFTP
+session] → publish_results).
 """
 from __future__ import annotations
 
@@ -45,6 +46,24 @@ def test_happy_path_archives_and_notifies_with_metadata(delivery_env):
     assert staged and all(name.endswith(".report.json") for name in staged), "staged copies removed once published"
     tracked = dd.tracked_items(partner_key=PARTNER)
     assert [(t["item_id"], t["kind"], t["status"]) for t in tracked] == [(item["id"], "document_delivery", "open")]
+
+
+def _sessions_accepted(sshd) -> int:
+    return (sshd.workdir / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+
+
+def test_a_run_opens_one_sftp_session_per_partner_whatever_the_number_of_files(delivery_env):
+    env = delivery_env
+    for i in range(5):
+        env.drop(f"INV-17{i:02d}.csv", make_valid_file(env.tmp / "src", "invoice", rows=3, name=f"s{i}.csv", seed=i))
+    env.drop("INV-1799.csv", _bad_invoice())
+    before = _sessions_accepted(env.sshd)
+
+    summary = dd.run_partner_once(PARTNER, env.ctx)
+
+    assert len(summary["notifications"]) == 5 and len(summary["validation_cases"]) == 1
+    assert len(env.names(env.archive)) == 5 and len(env.names(env.quarantine)) == 1
+    assert _sessions_accepted(env.sshd) - before == 1  # readiness, fetch, moves: one session; TG needs none
 
 
 def test_rerun_and_new_run_post_nothing_new(delivery_env):

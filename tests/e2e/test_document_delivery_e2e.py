@@ -74,7 +74,7 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
             assert final[("deliver.publish_results", 0)] == "success"
             assert final[("deliver.wait_for_files", 1)] == "skipped", "the quiet partner is skipped, not failed"
             assert final[("deliver.publish_results", 1)] == "skipped"
-            assert sum(1 for task_id, _ in final if task_id == "deliver.fetch_and_validate") == 2
+            assert sum(1 for task_id, _ in final if task_id == "deliver.intake") == 2
             # The sensor waited in the triggerer: seen deferred through the API, and the trigger ran there.
             assert "deferred" in seen[("deliver.wait_for_files", 1)], seen
             # The triggerer writes each trigger's log next to the task's log: it ran there and polled SFTP.
