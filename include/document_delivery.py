@@ -303,29 +303,30 @@ def _remember_item(engine, item: dict, *, partner_key: str, kind: str, doc_key: 
 
 
 def _remember_items(engine, rows: list[tuple[dict, dict]]) -> None:
-    """Upsert ``delivery_tg_items`` rows for TG items, all in one transaction (bulk runs post hundreds)."""
-    from sqlalchemy import select, update
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    """Upsert ``delivery_tg_items`` rows for TG items in one statement (bulk runs post hundreds).
 
+    A known ``external_ref`` keeps its facts and gets the item's current status.
+    """
     if not rows:
         return
-    table = items_table()
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     now = _now()
+    values = {}  # by ref: the same item twice in one call (a reused item) is one row
+    for item, facts in rows:
+        values[item["external_ref"]] = dict(
+            external_ref=item["external_ref"], item_id=str(item["id"]), status=item.get("status", "open"),
+            tg_updated_at=item.get("updated_at"), created_at=now, updated_at=now, **facts)
+    batch = list(values.values())
     with engine.begin() as conn:
-        for item, facts in rows:
-            values = dict(external_ref=item["external_ref"], item_id=str(item["id"]),
-                          status=item.get("status", "open"), tg_updated_at=item.get("updated_at"),
-                          created_at=now, updated_at=now, **facts)
-            if conn.dialect.name == "postgresql":
-                conn.execute(pg_insert(table).values(**values).on_conflict_do_update(
-                    index_elements=["external_ref"],
-                    set_={"status": values["status"], "tg_updated_at": values["tg_updated_at"], "updated_at": now}))
-                continue
-            if conn.execute(select(table.c.external_ref).where(table.c.external_ref == values["external_ref"])).first():
-                conn.execute(update(table).where(table.c.external_ref == values["external_ref"])
-                             .values(status=values["status"], tg_updated_at=values["tg_updated_at"], updated_at=now))
-            else:
-                conn.execute(table.insert().values(**values))
+        for start in range(0, len(batch), 500):  # SQLite caps the bound parameters of one statement
+            statement = insert(items_table()).values(batch[start:start + 500])
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=["external_ref"],
+                set_={"status": statement.excluded.status, "tg_updated_at": statement.excluded.tg_updated_at,
+                      "updated_at": statement.excluded.updated_at}))
 
 
 def tracked_items(engine=None, *, partner_key: str | None = None, kind: str | None = None,

@@ -1,0 +1,39 @@
+"""delivery_tg_items: the upsert of many TG items in one statement, on both supported databases."""
+import pytest
+from sqlalchemy import create_engine
+
+from include import document_delivery as dd
+from include.db import ensure_schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'exchange.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = create_engine(url)
+    dd.items_table()
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(dd.items_table().delete())
+    yield engine
+    engine.dispose()
+
+
+def _facts(n: int) -> dict:
+    return dict(partner_key="acme", kind="document_delivery", document_key=f"invoice:inv-{n}", file_name=f"INV-{n}.csv",
+                sha256="ab" * 32, ledger_entry_id=n, run_id="r1")
+
+
+def test_many_items_in_one_call_then_a_status_change_keeps_the_facts(engine):
+    items = [{"id": f"itm_{n}", "external_ref": f"ref-{n}", "status": "open", "updated_at": "t1"} for n in range(1200)]
+    dd._remember_items(engine, [(item, _facts(n)) for n, item in enumerate(items)])
+    rows = dd.tracked_items(engine, partner_key="acme")
+    assert len(rows) == 1200 and {r["status"] for r in rows} == {"open"}
+
+    changed = {**items[7], "status": "disputed", "updated_at": "t2"}
+    dd._remember_items(engine, [(changed, {**_facts(7), "run_id": "r2", "file_name": "other.csv"}),
+                                (items[8], _facts(8))])
+    (row,) = dd.tracked_items(engine, document_key_="invoice:inv-7")
+    assert (row["status"], row["tg_updated_at"], row["item_id"]) == ("disputed", "t2", "itm_7")
+    assert (row["run_id"], row["file_name"]) == ("r1", "INV-7.csv")  # facts stay those of the first sighting
+    assert len(dd.tracked_items(engine)) == 1200
+    assert [r["item_id"] for r in dd.open_disputes(engine)] == ["itm_7"]
