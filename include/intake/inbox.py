@@ -245,15 +245,24 @@ class PartnerInbox:
                 candidates.append(remote)
             # companions travel with their file (a lone companion waits for it)
 
+        # A constant number of ledger round trips per poll: one read of the open entries, one
+        # transaction of sightings (insert new / count re-seen), one compare-and-set claim.
         open_entries = self.ledger.open_entries(self.partner.key)
+        busy: set[str] = set()
+        to_observe: list[RemoteEntry] = []
         for remote in candidates:
             existing = open_entries.get(remote.path)
             if existing is not None and existing.status != L.SEEN:
-                result.in_progress.append(remote.name)
-                continue
-            entry = self.ledger.observe(self.partner.key, remote.path, remote.name, remote.size, remote.mtime)
+                busy.add(remote.name)
+            else:
+                to_observe.append(remote)
+        observed = self.ledger.observe_many(
+            self.partner.key, [(remote.path, remote.name, remote.size, remote.mtime) for remote in to_observe])
+        to_claim: list[tuple[RemoteEntry, LedgerEntry, Any, list[str]]] = []
+        for remote in to_observe:
+            entry = observed[remote.path]
             if entry.status != L.SEEN:
-                result.in_progress.append(remote.name)
+                busy.add(remote.name)
                 continue
             reason = self._not_ready_reason(remote, entry, names, now)
             if reason:
@@ -268,13 +277,18 @@ class PartnerInbox:
                 if rejected:
                     result.rejected.append(rejected)
                 continue
-            if not self.ledger.claim(entry.id, self.claimed_by, doc_type=doc_type.type, companions=companions):
-                result.in_progress.append(remote.name)
+            to_claim.append((remote, entry, doc_type, companions))
+        claimed = self.ledger.claim_many(
+            [(entry.id, doc_type.type, companions) for _, entry, doc_type, companions in to_claim], self.claimed_by)
+        for remote, entry, doc_type, companions in to_claim:
+            if entry.id not in claimed:
+                busy.add(remote.name)  # an overlapping run claimed it first
                 continue
             result.ready.append(ReadyFile(
                 entry_id=entry.id, partner_key=self.partner.key, remote_path=remote.path,
                 file_name=remote.name, size=remote.size, mtime=remote.mtime, doc_type=doc_type.type,
                 suite=doc_type.suite, format=doc_type.format, companions=companions))
+        result.in_progress = [remote.name for remote in candidates if remote.name in busy]
         self.ledger.mark_vanished(self.partner.key, {remote.path for remote in candidates})
         return result
 

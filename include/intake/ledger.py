@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -43,11 +45,19 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    case,
+    cast,
+    column,
+    func,
     insert,
+    literal,
     select,
     text,
     update,
+    values,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from include.db import metadata
@@ -198,8 +208,75 @@ class LedgerEntry:
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
+#: Rows per statement of the batch methods (one transaction whatever the number of chunks).
+BATCH_CHUNK = 1000
+
+
+def _chunks(items: Sequence, size: int = BATCH_CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _is_postgres(conn: Any) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _update_rows(conn: Any, rows: Sequence[dict], types: dict[str, Any],
+                 build: Callable[[Any], tuple[list, dict]], returning: Sequence[Any] = ()) -> list:
+    """One UPDATE of ``intake_files`` with per-row values, matched on ``id``.
+
+    On PostgreSQL a single ``UPDATE ... FROM (VALUES ...)`` per :data:`BATCH_CHUNK` rows (one round
+    trip); elsewhere (SQLite: in-process, no round trip) one statement per row in the caller's
+    transaction. ``build(src)`` gets ``src`` whose attributes are the row's values as SQL
+    expressions (``src.id``, ...) and returns (extra WHERE clauses, SET values); SET expressions
+    see the row's values before the update, as in any UPDATE. Returns the ``returning`` columns of
+    the updated rows.
+    """
+    names = list(types)
+    out: list = []
+    if not rows:
+        return out
+    if _is_postgres(conn):
+        for chunk in _chunks(rows):
+            batch = values(*(column(name, types[name]) for name in names), name="batch").data(
+                [tuple(row[name] for name in names) for row in chunk])
+            src = SimpleNamespace(**{name: cast(batch.c[name], types[name]) for name in names})
+            where, assignments = build(src)
+            stmt = update(intake_files).where(intake_files.c.id == src.id, *where).values(**assignments)
+            if returning:
+                out.extend(conn.execute(stmt.returning(*returning)).all())
+            else:
+                conn.execute(stmt)
+        return out
+    for row in rows:
+        src = SimpleNamespace(**{name: literal(row[name], types[name]) for name in names})
+        where, assignments = build(src)
+        stmt = update(intake_files).where(intake_files.c.id == src.id, *where).values(**assignments)
+        if returning:
+            out.extend(conn.execute(stmt.returning(*returning)).all())
+        else:
+            conn.execute(stmt)
+    return out
+
+
+def _lock_rows(conn: Any, query: Any) -> list:
+    """Run ``query`` (rows of ``intake_files``) with ``FOR UPDATE`` in id order on PostgreSQL.
+
+    Batch writers lock their rows up front in one deterministic order, so two overlapping runs
+    queue behind each other instead of deadlocking on rows they touch in different orders.
+    """
+    query = query.order_by(intake_files.c.id)
+    if _is_postgres(conn):
+        query = query.with_for_update()
+    return conn.execute(query).all()
+
+
 class Ledger:
-    """Access to ``intake_files``. Every method is one short transaction on ``engine``."""
+    """Access to ``intake_files``. Every method is one short transaction on ``engine``.
+
+    The ``*_many`` methods do the same for many entries in one transaction with a constant number
+    of statements (per :data:`BATCH_CHUNK` rows), with the same rules as their single-entry twins.
+    """
 
     def __init__(self, engine: Any, *, create_schema: bool = True) -> None:
         self.engine = engine
@@ -215,6 +292,20 @@ class Ledger:
         if row is None:
             raise LookupError(f"no intake ledger entry {entry_id}")
         return LedgerEntry.from_row(row)
+
+    def get_many(self, entry_ids: Iterable[int]) -> dict[int, LedgerEntry]:
+        """Entries by id, in one query. :raises LookupError: an id has no entry."""
+        ids = list(dict.fromkeys(int(i) for i in entry_ids))
+        found: dict[int, LedgerEntry] = {}
+        if ids:
+            with self.engine.connect() as conn:
+                for chunk in _chunks(ids):
+                    for row in conn.execute(select(intake_files).where(intake_files.c.id.in_(chunk))):
+                        found[row.id] = LedgerEntry.from_row(row)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise LookupError(f"no intake ledger entries {missing}")
+        return {i: found[i] for i in ids}
 
     def entries(self, partner_key: str, *, status: str | None = None, open_only: bool = False) -> list[LedgerEntry]:
         query = select(intake_files).where(intake_files.c.partner_key == partner_key)
@@ -306,6 +397,93 @@ class Ledger:
             row = conn.execute(select(intake_files).where(intake_files.c.id == entry.id)).first()
             return LedgerEntry.from_row(row)
 
+    def observe_many(self, partner_key: str,
+                     sightings: Iterable[tuple[str, str, int, int]]) -> dict[str, LedgerEntry]:
+        """:meth:`observe` for many files of one listing, in one transaction: returns the open
+        entry of each remote path.
+
+        ``sightings`` are ``(remote_path, file_name, size, mtime)``. New paths get their ``seen``
+        rows in one ``INSERT ... ON CONFLICT DO NOTHING`` (a row an overlapping poll inserted first is
+        read back and returned as it is, like :meth:`observe` does); the ``seen`` entries among the
+        others get their stable counts in one UPDATE (size and mtime unchanged: +1, else 1); claimed
+        entries are returned unchanged.
+        """
+        by_path = {path: (path, name, size, mtime) for path, name, size, mtime in sightings}
+        if not by_path:
+            return {}
+        now = utcnow()
+        out: dict[str, LedgerEntry] = {}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(sorted(by_path)):
+                for row in _lock_rows(conn, self._open_paths_query(partner_key, chunk)):
+                    entry = LedgerEntry.from_row(row)
+                    out[entry.remote_path] = entry
+            # Inserted in path order: overlapping polls (same sorted listing) wait on each other's
+            # uncommitted rows in one order, never crosswise.
+            new = [by_path[path] for path in sorted(by_path) if path not in out]
+            inserted = self._insert_seen(conn, partner_key, new, now)
+            out.update(inserted)
+            lost = [path for path, *_ in new if path not in inserted]
+            for chunk in _chunks(lost):
+                for row in conn.execute(self._open_paths_query(partner_key, chunk)):
+                    entry = LedgerEntry.from_row(row)
+                    out[entry.remote_path] = entry
+            seen = [entry for entry in out.values() if entry.status == SEEN and entry.remote_path not in inserted
+                    and entry.remote_path not in lost]
+            c = intake_files.c
+            rows = _update_rows(
+                conn,
+                [dict(id=e.id, size=by_path[e.remote_path][2], mtime=by_path[e.remote_path][3]) for e in seen],
+                {"id": Integer, "size": BigInteger, "mtime": BigInteger},
+                lambda src: ([c.status == SEEN, c.closed_at.is_(None)], dict(
+                    size=src.size, mtime=src.mtime,
+                    stable_count=case((and_(c.size == src.size, c.mtime == src.mtime), c.stable_count + 1), else_=1),
+                    last_seen_at=now, updated_at=now)),
+                returning=list(intake_files.c),
+            )
+            for row in rows:
+                entry = LedgerEntry.from_row(row)
+                out[entry.remote_path] = entry
+        return {path: out[path] for path in by_path if path in out}
+
+    def _open_paths_query(self, partner_key: str, remote_paths: Sequence[str]):
+        return select(intake_files).where(
+            and_(intake_files.c.partner_key == partner_key,
+                 intake_files.c.remote_path.in_([db_text(p) for p in remote_paths]),
+                 intake_files.c.closed_at.is_(None)))
+
+    def _insert_seen(self, conn: Any, partner_key: str, new: list[tuple[str, str, int, int]],
+                     now: datetime) -> dict[str, LedgerEntry]:
+        """Insert ``seen`` rows, skipping paths that already have an open row (unique index); returns
+        the inserted entries by path."""
+        inserted: dict[str, LedgerEntry] = {}
+
+        def row_values(path: str, name: str, size: int, mtime: int) -> dict:
+            return dict(partner_key=partner_key, remote_path=db_text(path), file_name=db_text(name), size=size,
+                        mtime=mtime, status=SEEN, stable_count=1, companions=[], first_seen_at=now,
+                        last_seen_at=now, updated_at=now)
+
+        dialect = conn.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            make_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            for chunk in _chunks(new, 500 if dialect == "sqlite" else BATCH_CHUNK):
+                stmt = (make_insert(intake_files).values([row_values(*item) for item in chunk])
+                        .on_conflict_do_nothing().returning(*intake_files.c))
+                for row in conn.execute(stmt):
+                    entry = LedgerEntry.from_row(row)
+                    inserted[entry.remote_path] = entry
+            return inserted
+        for item in new:  # other backends: one savepoint per row
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(insert(intake_files).values(row_values(*item))
+                                          .returning(intake_files.c.id)).scalar_one()
+            except IntegrityError:
+                continue
+            row = conn.execute(select(intake_files).where(intake_files.c.id == new_id)).first()
+            inserted[item[0]] = LedgerEntry.from_row(row)
+        return inserted
+
     def _open_path_query(self, partner_key: str, remote_path: str):
         return select(intake_files).where(
             and_(
@@ -341,6 +519,31 @@ class Ledger:
                         doc_type=doc_type, companions=[db_text(c) for c in companions], updated_at=now)
             )
         return result.rowcount == 1
+
+    def claim_many(self, claims: Iterable[tuple[int, str | None, list[str]]], claimed_by: str) -> set[int]:
+        """:meth:`claim` for many entries: one compare-and-set UPDATE (``status = 'seen'`` and open)
+        in one transaction. ``claims`` are ``(entry_id, doc_type, companions)``. Returns the ids this
+        call claimed; any other was taken by another run first (or is no longer ``seen``)."""
+        claims = list(claims)
+        if not claims:
+            return set()
+        now = utcnow()
+        c = intake_files.c
+        with self.engine.begin() as conn:
+            ids = sorted({entry_id for entry_id, _, _ in claims})
+            for chunk in _chunks(ids):
+                _lock_rows(conn, select(c.id).where(c.id.in_(chunk), c.status == SEEN, c.closed_at.is_(None)))
+            rows = _update_rows(
+                conn,
+                [dict(id=entry_id, doc_type=doc_type, companions=[db_text(x) for x in companions])
+                 for entry_id, doc_type, companions in claims],
+                {"id": Integer, "doc_type": String(64), "companions": JSON},
+                lambda src: ([c.status == SEEN, c.closed_at.is_(None)], dict(
+                    status=READY, claimed_by=claimed_by, claimed_at=now, ready_at=now, doc_type=src.doc_type,
+                    companions=src.companions, updated_at=now)),
+                returning=[c.id],
+            )
+        return {row.id for row in rows}
 
     def set_companions(self, entry_id: int, companions: list[str]) -> LedgerEntry:
         """Record the marker/manifest names that travel with the file."""
@@ -436,6 +639,76 @@ class Ledger:
                 )
         return self.get(entry_id)
 
+    def mark_fetched_many(self, fetches: Sequence[tuple[int, str, int, str]]) -> dict[int, LedgerEntry]:
+        """:meth:`mark_fetched` for many entries in one transaction; ``fetches`` are
+        ``(entry_id, sha256, size, local_path)`` in the order the files were received.
+
+        Same rules: an entry becomes ``fetched`` and takes the partner's ``content_key`` for its
+        digest, or ``duplicate`` with ``duplicate_of`` = the entry holding that key; within the batch
+        the first entry with a digest is the original and the later ones its duplicates. Should the
+        batched write still meet the unique constraint (an overlapping run recorded the same content
+        meanwhile), the batch is rolled back and recorded entry by entry with :meth:`mark_fetched`.
+
+        :raises LedgerStateError: an entry is not ``ready``/``fetched`` and open (nothing is written).
+        """
+        fetches = list(fetches)
+        if not fetches:
+            return {}
+        ids = [int(f[0]) for f in fetches]
+        if len(set(ids)) != len(ids):
+            raise ValueError("mark_fetched_many: an entry id appears twice")
+        now = utcnow()
+        c = intake_files.c
+        try:
+            with self.engine.begin() as conn:
+                entries: dict[int, LedgerEntry] = {}
+                for chunk in _chunks(sorted(ids)):
+                    for row in _lock_rows(conn, select(intake_files).where(c.id.in_(chunk))):
+                        entries[row.id] = LedgerEntry.from_row(row)
+                missing = [i for i in ids if i not in entries]
+                if missing:
+                    raise LookupError(f"no intake ledger entries {missing}")
+                bad = [f"{i} ({entries[i].status})" for i in ids
+                       if entries[i].status not in (READY, FETCHED) or not entries[i].is_open]
+                if bad:
+                    raise LedgerStateError(f"entries {', '.join(bad)} cannot record a fetch")
+                holders: dict[tuple[str, str], int] = {}
+                partners = sorted({e.partner_key for e in entries.values()})
+                digests = sorted({f[1] for f in fetches})
+                for chunk in _chunks(digests):
+                    for row in conn.execute(select(c.id, c.partner_key, c.content_key).where(
+                            c.partner_key.in_(partners), c.content_key.in_(chunk))):
+                        holders[(row.partner_key, row.content_key)] = row.id
+                rows = []
+                for entry_id, sha256, size, local_path in fetches:
+                    entry = entries[entry_id]
+                    old_key = (entry.partner_key, entry.content_key)
+                    holder = holders.get((entry.partner_key, sha256))
+                    if entry.content_key is not None and entry.content_key != sha256 and holders.get(old_key) == entry_id:
+                        del holders[old_key]  # this entry's update gives its former digest up
+                    if holder is None or holder == entry_id:
+                        holders[(entry.partner_key, sha256)] = entry_id
+                        rows.append(dict(id=entry_id, status=FETCHED, content_key=sha256, duplicate_of=None,
+                                         sha256=sha256, size=size, local_path=local_path))
+                    else:
+                        rows.append(dict(id=entry_id, status=DUPLICATE, content_key=None, duplicate_of=holder,
+                                         sha256=sha256, size=size, local_path=local_path))
+                updated = _update_rows(
+                    conn, rows,
+                    {"id": Integer, "status": String(16), "content_key": String(64), "duplicate_of": Integer,
+                     "sha256": String(64), "size": BigInteger, "local_path": Text},
+                    lambda src: ([c.closed_at.is_(None)], dict(
+                        status=src.status, content_key=src.content_key,
+                        duplicate_of=func.coalesce(src.duplicate_of, c.duplicate_of), sha256=src.sha256,
+                        size=src.size, local_path=src.local_path, fetched_at=now, error=None, updated_at=now)),
+                    returning=list(intake_files.c),
+                )
+                result = {row.id: LedgerEntry.from_row(row) for row in updated}
+        except IntegrityError:
+            return {entry_id: self.mark_fetched(entry_id, sha256=sha256, size=size, local_path=local_path)
+                    for entry_id, sha256, size, local_path in fetches}
+        return {i: result[i] for i in ids}
+
     def release_claim(self, entry_id: int, error: str) -> None:
         """Put a claimed entry back to ``seen`` (the file changed under us): readiness starts over."""
         with self.engine.begin() as conn:
@@ -496,6 +769,43 @@ class Ledger:
             conn.execute(update(intake_files).where(intake_files.c.id == entry_id)
                          .values(tg_item_id=tg_item_id, updated_at=utcnow()))
 
+    def mark_validated_many(self, entry_ids: Iterable[int]) -> dict[int, LedgerEntry]:
+        """:meth:`mark_validated` for many entries: one UPDATE in one transaction, all or nothing.
+
+        :raises LedgerStateError: an entry is not ``fetched``/``validated`` and open (none is marked).
+        """
+        ids = list(dict.fromkeys(int(i) for i in entry_ids))
+        if not ids:
+            return {}
+        now = utcnow()
+        c = intake_files.c
+        done: dict[int, LedgerEntry] = {}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(
+                        update(intake_files)
+                        .where(c.id.in_(chunk), c.status.in_((FETCHED, VALIDATED)), c.closed_at.is_(None))
+                        .values(status=VALIDATED, validated_at=now, updated_at=now)
+                        .returning(*intake_files.c)):
+                    done[row.id] = LedgerEntry.from_row(row)
+            bad = [i for i in ids if i not in done]
+            if bad:
+                statuses = {row.id: row.status for row in conn.execute(
+                    select(c.id, c.status).where(c.id.in_(bad)))}
+                raise LedgerStateError("cannot mark validated: " + ", ".join(
+                    f"entry {i} is {statuses.get(i, 'unknown')}" for i in bad))
+        return {i: done[i] for i in ids}
+
+    def set_tg_items(self, items: dict[int, str]) -> None:
+        """:meth:`set_tg_item` for many entries (``{entry_id: tg_item_id}``) in one transaction."""
+        if not items:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            _update_rows(conn, [dict(id=int(i), tg_item_id=str(item)) for i, item in items.items()],
+                         {"id": Integer, "tg_item_id": String(128)},
+                         lambda src: ([], dict(tg_item_id=src.tg_item_id, updated_at=now)))
+
     def claim_announcement(self, entry_id: int) -> bool:
         """True exactly once per entry: lets the caller announce (TG comment, e-mail) a quarantine or
         duplicate once, whatever the number of reruns."""
@@ -547,6 +857,67 @@ class Ledger:
                 .values(status=intake_files.c.target_status, closed_at=now, updated_at=now)
             )
         return self.get(entry_id)
+
+    def record_move_intents(self, intents: Iterable[tuple[int, str, str | None, str | None]]) -> dict[int, LedgerEntry]:
+        """:meth:`record_move_intent` for many entries in one transaction; ``intents`` are
+        ``(entry_id, target_status, final_path, reason)``. An intent already recorded is kept.
+
+        Returns the stored entries; unlike :meth:`record_move_intent` it does not raise for an entry
+        that was closed without an intent (``closed_at`` set, ``target_status`` None): the caller
+        checks.
+        """
+        intents = list(intents)
+        for _, target_status, _, _ in intents:
+            if target_status not in (ARCHIVED, QUARANTINED, DUPLICATE):
+                raise ValueError(f"bad target status {target_status!r}")
+        if not intents:
+            return {}
+        now = utcnow()
+        c = intake_files.c
+        ids = [int(i) for i, _, _, _ in intents]
+        with self.engine.begin() as conn:
+            for chunk in _chunks(sorted(set(ids))):
+                _lock_rows(conn, select(c.id).where(c.id.in_(chunk)))
+            _update_rows(
+                conn,
+                [dict(id=int(i), target_status=target, final_path=final,
+                      error=db_message(reason) if reason is not None else None,
+                      new_status=QUARANTINED if target == QUARANTINED else None)
+                 for i, target, final, reason in intents],
+                {"id": Integer, "target_status": String(16), "final_path": Text, "error": Text,
+                 "new_status": String(16)},
+                lambda src: ([c.closed_at.is_(None), c.target_status.is_(None)], dict(
+                    target_status=src.target_status, final_path=src.final_path,
+                    error=func.coalesce(src.error, c.error), status=func.coalesce(src.new_status, c.status),
+                    updated_at=now)),
+            )
+            stored: dict[int, LedgerEntry] = {}
+            for chunk in _chunks(ids):
+                for row in conn.execute(select(intake_files).where(c.id.in_(chunk))):
+                    stored[row.id] = LedgerEntry.from_row(row)
+        return {i: stored[i] for i in ids if i in stored}
+
+    def mark_moved_many(self, entry_ids: Iterable[int]) -> dict[int, LedgerEntry]:
+        """:meth:`mark_moved` for many entries, in one transaction; returns the stored entries."""
+        ids = list(dict.fromkeys(int(i) for i in entry_ids))
+        if not ids:
+            return {}
+        now = utcnow()
+        c = intake_files.c
+        out: dict[int, LedgerEntry] = {}
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(
+                        update(intake_files)
+                        .where(c.id.in_(chunk), c.closed_at.is_(None), c.target_status.is_not(None))
+                        .values(status=c.target_status, closed_at=now, updated_at=now)
+                        .returning(*intake_files.c)):
+                    out[row.id] = LedgerEntry.from_row(row)
+            rest = [i for i in ids if i not in out]
+            for chunk in _chunks(rest):
+                for row in conn.execute(select(intake_files).where(c.id.in_(chunk))):
+                    out[row.id] = LedgerEntry.from_row(row)
+        return {i: out[i] for i in ids if i in out}
 
     @staticmethod
     def new_claim_token(prefix: str = "run") -> str:
