@@ -59,7 +59,9 @@ from include.intake.errors import (
     FileVanishedError,
     IntakeError,
     LedgerStateError,
+    MoveBatchError,
     MoveError,
+    NotAttempted,
     TransferError,
     TransferTimeout,
 )
@@ -67,7 +69,7 @@ from include.intake.fetch import FetchResult, fetch_to_file, time_bound, tune_se
 from include.intake.inbox import FetchedFile, PartnerInbox, PollResult, ReadyFile, Rejected, ResumeReport, Waiting
 from include.intake.ledger import Ledger, LedgerEntry, intake_files
 from include.intake.listing import RemoteEntry, list_folder
-from include.intake.moves import companion_target, rename_retry_safe, unique_suffix
+from include.intake.moves import companion_target, refuses_overwrite, rename_many, rename_retry_safe, unique_suffix
 from include.intake.names import addressable_name, classify_name, is_temporary_name, safe_local_name, unsafe_name_reason
 
 __all__ = [
@@ -79,7 +81,9 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "LedgerStateError",
+    "MoveBatchError",
     "MoveError",
+    "NotAttempted",
     "PartnerInbox",
     "PollResult",
     "ReadyFile",
@@ -96,6 +100,8 @@ __all__ = [
     "intake_files",
     "is_temporary_name",
     "list_folder",
+    "refuses_overwrite",
+    "rename_many",
     "rename_retry_safe",
     "safe_local_name",
     "time_bound",

@@ -34,3 +34,21 @@ class MoveError(IntakeError):
 
 class LedgerStateError(IntakeError):
     """An operation does not fit the entry's current status (e.g. fetching an archived file)."""
+
+
+class NotAttempted(TransferError):
+    """A batch fetch stopped before this file because its session timed out on an earlier one
+    (:class:`TransferTimeout`). Nothing was done to the entry: it stays claimed for a retry over a
+    new session."""
+
+
+class MoveBatchError(MoveError):
+    """Some moves of a batch (:meth:`PartnerInbox.archive_many` / ``quarantine_many``) failed; the
+    others were completed and are in ``done`` (``{entry_id: final_path}``), the failures in
+    ``errors`` (``{entry_id: exception}``). Failed entries keep their recorded intent, so a retry or
+    :meth:`PartnerInbox.resume_unfinished` finishes them."""
+
+    def __init__(self, message: str, done: dict, errors: dict) -> None:
+        super().__init__(message)
+        self.done = done
+        self.errors = errors

@@ -18,14 +18,16 @@ from include.intake.errors import (
     FileChangedError,
     FileVanishedError,
     LedgerStateError,
+    MoveBatchError,
     MoveError,
+    NotAttempted,
     TransferError,
     TransferTimeout,
 )
 from include.intake.fetch import fetch_to_file, tune_session
 from include.intake.ledger import Ledger, LedgerEntry
 from include.intake.listing import RemoteEntry, list_folder
-from include.intake.moves import companion_target, rename_retry_safe, target_path, unique_suffix
+from include.intake.moves import companion_target, rename_many, target_path, unique_suffix
 from include.intake.names import (
     DONE_SUFFIX,
     MANIFEST_SUFFIX,
@@ -450,6 +452,109 @@ class PartnerInbox:
         entry = self._own(item)
         return self._quarantine_entry(entry, reason, movable=True)
 
+    def archive_many(self, items: list[Any]) -> dict[int, str]:
+        """:meth:`archive` for many entries: the move intents in one transaction, the renames
+        pipelined over the session (file first, then its companions), the entries closed in one
+        transaction. Returns ``{entry_id: final_path}``.
+
+        :raises LedgerStateError: an entry is not fetched/validated/duplicate (nothing is moved).
+        :raises MoveBatchError: some renames failed; the others are done (``exc.done``), the failed
+            ones keep their intent for a retry or :meth:`resume_unfinished`.
+        """
+        entries = self._own_many(items)
+        bad = [f"{e.id} ({e.status})" for e in entries.values()
+               if e.status not in (L.FETCHED, L.VALIDATED, L.DUPLICATE, L.ARCHIVED)]
+        if bad:
+            raise LedgerStateError(f"entries {', '.join(bad)}: only fetched or validated files are archived")
+        return self._raise_failed(self._move_many([
+            (e, L.DUPLICATE if e.status == L.DUPLICATE else L.ARCHIVED, self.folders.archive, None)
+            for e in entries.values()]))
+
+    def quarantine_many(self, items: list[tuple[Any, str]]) -> dict[int, str | None]:
+        """:meth:`quarantine` for many ``(item, reason)`` pairs, batched like :meth:`archive_many`.
+        Returns ``{entry_id: final_path}``. Never deletes anything.
+
+        :raises MoveBatchError: as :meth:`archive_many`.
+        """
+        pairs = list(items)
+        entries = self._own_many([item for item, _ in pairs])
+        reasons = {_entry_id(item): reason for item, reason in pairs}
+        return self._raise_failed(self._move_many([
+            (entries[entry_id], L.QUARANTINED, self.folders.quarantine, reason) for entry_id, reason in reasons.items()]))
+
+    def _own_many(self, items: list[Any]) -> dict[int, LedgerEntry]:
+        entries = self.ledger.get_many([_entry_id(item) for item in items])
+        foreign = [e.id for e in entries.values() if e.partner_key != self.partner.key]
+        if foreign:
+            raise LedgerStateError(f"entries {foreign} belong to another partner")
+        return entries
+
+    @staticmethod
+    def _raise_failed(outcome: tuple[dict[int, str | None], dict[int, Exception]]) -> dict:
+        done, errors = outcome
+        if errors:
+            first = next(iter(errors.values()))
+            raise MoveBatchError(f"{len(errors)} of {len(done) + len(errors)} moves failed, e.g.: {first}",
+                                 done, errors)
+        return done
+
+    def _move_many(self, moves: list[tuple[LedgerEntry, str, str, str | None]]
+                   ) -> tuple[dict[int, str | None], dict[int, Exception]]:
+        """Two-phase moves of many entries (``(entry, target_status, folder, reason)``): intents
+        recorded in one transaction before any rename, renames pipelined, entries closed in one
+        transaction. Returns ({entry_id: final_path}, {entry_id: error}) in the order given."""
+        done: dict[int, str | None] = {}
+        errors: dict[int, Exception] = {}
+        intents = []
+        to_move: list[int] = []
+        entries: dict[int, LedgerEntry] = {}
+        at = datetime.now(timezone.utc)
+        for index, (entry, target_status, folder, reason) in enumerate(moves):
+            entries[entry.id] = entry
+            if entry.closed_at is not None:
+                if entry.target_status == target_status or entry.status == target_status:
+                    done[entry.id] = entry.final_path  # already done
+                else:
+                    errors[entry.id] = LedgerStateError(f"entry {entry.id} is already {entry.status}")
+                continue
+            if entry.final_path is None:
+                # One microsecond apart: names that sanitise alike still get distinct targets.
+                suffix = unique_suffix(entry.sha256, at + timedelta(microseconds=index))
+                intents.append((entry.id, target_status,
+                                target_path(folder, safe_local_name(entry.file_name, max_len=180), suffix), reason))
+            to_move.append(entry.id)
+        if intents:
+            entries.update(self.ledger.record_move_intents(intents))
+        ready = []
+        for entry_id in to_move:
+            entry = entries[entry_id]
+            if entry.closed_at is not None and entry.target_status is None:
+                errors[entry_id] = LedgerStateError(f"entry {entry_id} is closed ({entry.status})")
+            else:
+                ready.append(entry)
+        failures = self._execute_moves(ready)
+        errors.update(failures)
+        closed = self.ledger.mark_moved_many([e.id for e in ready if e.id not in failures])
+        done.update({entry_id: entry.final_path for entry_id, entry in closed.items()})
+        order = [entry.id for entry, *_ in moves]
+        return ({i: done[i] for i in order if i in done}, {i: errors[i] for i in order if i in errors})
+
+    def _execute_moves(self, entries: list[LedgerEntry], source_paths: dict[int, str] | None = None
+                       ) -> dict[int, MoveError]:
+        """Rename files, then their companions, to the recorded targets (pipelined, retry-safe).
+        Returns the entries whose file could not be moved; a companion that cannot be moved is
+        logged and does not block its document."""
+        source_paths = source_paths or {}
+        results = rename_many(self.sftp, [(source_paths.get(e.id) or e.remote_path, e.final_path) for e in entries])
+        failures = {e.id: result for e, result in zip(entries, results) if isinstance(result, MoveError)}
+        companions = [(e, companion) for e in entries if e.id not in failures for companion in e.companions]
+        pairs = [(posixpath.join(posixpath.dirname(e.remote_path), companion),
+                  companion_target(e.final_path, e.file_name, companion)) for e, companion in companions]
+        for (e, companion), result in zip(companions, rename_many(self.sftp, pairs)):
+            if isinstance(result, MoveError):
+                log.warning("partner %s: companion %s could not be moved", self.partner.key, companion)
+        return failures
+
     def _quarantine_entry(self, entry: LedgerEntry, reason: str, *, movable: bool,
                           source_path: str | None = None) -> str | None:
         if not movable:
@@ -477,16 +582,9 @@ class PartnerInbox:
 
     def _execute_move(self, entry: LedgerEntry, source_path: str | None = None) -> None:
         """Rename the file and its companions to the recorded targets (retry-safe)."""
-        rename_retry_safe(self.sftp, source_path or entry.remote_path, entry.final_path)
-        inbound = posixpath.dirname(entry.remote_path)
-        for companion in entry.companions:
-            source = posixpath.join(inbound, companion)
-            target = companion_target(entry.final_path, entry.file_name, companion)
-            try:
-                rename_retry_safe(self.sftp, source, target)
-            except MoveError:
-                # The document itself is safe; a missing companion must not block it.
-                log.warning("partner %s: companion %s could not be moved", self.partner.key, companion)
+        failures = self._execute_moves([entry], {entry.id: source_path} if source_path else None)
+        if failures:
+            raise failures[entry.id]
 
     # ---- crash recovery ------------------------------------------------------------------------
     def resume_unfinished(self, *, stale_after: timedelta = DEFAULT_STALE_CLAIM) -> ResumeReport:
@@ -497,14 +595,13 @@ class PartnerInbox:
         Call it at the start of a run, inside the same session.
         """
         report = ResumeReport()
-        for entry in self.ledger.pending_moves(self.partner.key):
-            try:
-                self._execute_move(entry)
-            except MoveError as exc:
-                self.ledger.record_error(entry.id, str(exc))
-                log.error("partner %s: pending move of entry %s failed again: %s", self.partner.key, entry.id, exc)
-                continue
-            report.completed_moves.append(self.ledger.mark_moved(entry.id))
+        pending = self.ledger.pending_moves(self.partner.key)
+        failures = self._execute_moves(pending)
+        for entry_id, exc in failures.items():
+            self.ledger.record_error(entry_id, str(exc))
+            log.error("partner %s: pending move of entry %s failed again: %s", self.partner.key, entry_id, exc)
+        closed = self.ledger.mark_moved_many([e.id for e in pending if e.id not in failures])
+        report.completed_moves.extend(closed.values())
         for entry in self.ledger.stale_claims(self.partner.key, stale_after):
             if self.ledger.reclaim(entry.id, self.claimed_by, stale_after):
                 report.reclaimed.append(self.ledger.get(entry.id))
