@@ -336,14 +336,8 @@ class PartnerInbox:
             ``FileVanishedError`` (entry closed as ``vanished``).
         """
         entry = self._own(item)
-        # A retry after these outcomes gets the same transfer error again, not a state error.
-        if entry.status == L.VANISHED:
-            raise FileVanishedError(entry.error or f"{entry.remote_path} vanished before it could be fetched")
-        if entry.status == L.SEEN and entry.is_open and entry.error:
-            raise FileChangedError(f"{entry.remote_path} is being rewritten; it is fetched once stable again")
-        if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
-            raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetchable")
-        local = self.staging_dir / self.partner.key / f"{entry.id}-{safe_local_name(entry.file_name)}"
+        self._check_fetchable(entry)
+        local = self._staging_path(entry)
         try:
             result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
                                    timeout=timeout, **self._fetch_kwargs)
@@ -399,6 +393,129 @@ class PartnerInbox:
             except TransferError as exc:
                 errors[_entry_id(item)] = str(exc)
         return done, errors
+
+    def _check_fetchable(self, entry: LedgerEntry) -> None:
+        if entry.partner_key != self.partner.key:
+            raise LedgerStateError(f"entry {entry.id} belongs to another partner")
+        # A retry after these outcomes gets the same transfer error again, not a state error.
+        if entry.status == L.VANISHED:
+            raise FileVanishedError(entry.error or f"{entry.remote_path} vanished before it could be fetched")
+        if entry.status == L.SEEN and entry.is_open and entry.error:
+            raise FileChangedError(f"{entry.remote_path} is being rewritten; it is fetched once stable again")
+        if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
+            raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetchable")
+
+    def _staging_path(self, entry: LedgerEntry) -> Path:
+        return self.staging_dir / self.partner.key / f"{entry.id}-{safe_local_name(entry.file_name)}"
+
+    def _needs_manifest(self, entry: LedgerEntry) -> bool:
+        return entry.file_name + MANIFEST_SUFFIX in entry.companions or self.partner.readiness.marker == "manifest"
+
+    def fetch_many(self, items: list[Any], *, timeout: float | None = None
+                   ) -> tuple[list[FetchedFile], dict[int, Exception]]:
+        """Fetch many claimed files over this one session, with the rules of :meth:`fetch`, and
+        record them in the ledger in a few transactions whatever their number.
+
+        Returns (fetched files in the order given, ``{entry_id: exception}`` for the others). Per
+        file, as :meth:`fetch`: ``FileChangedError`` (claim released: readiness starts over),
+        ``FileVanishedError`` (entry closed as vanished), any other ``TransferError`` (error recorded,
+        entry stays claimed), ``LedgerStateError`` (not fetchable). A ``TransferTimeout`` makes the
+        session unusable: the batch stops there, the files after it get :class:`NotAttempted`
+        (entries untouched), and moves the batch still owes (duplicates, manifest mismatches) are
+        recorded as intents without renaming, for :meth:`resume_unfinished` over a new session. A
+        move that fails leaves its intent too and reports the :class:`MoveError`.
+
+        Received files are recorded with :meth:`Ledger.mark_fetched_many` (duplicates by the
+        ``(partner, content)`` constraint: against earlier entries and within the batch, the first
+        being the original); duplicates go to the archive and manifest mismatches to quarantine with
+        one batched move (:meth:`archive_many`'s machinery).
+
+        :param timeout: bound of each file's transfer, as in :meth:`fetch`.
+        """
+        ids = list(dict.fromkeys(_entry_id(item) for item in items))
+        entries = self.ledger.get_many(ids)
+        errors: dict[int, Exception] = {}
+        todo: list[LedgerEntry] = []
+        for entry_id in ids:
+            try:
+                self._check_fetchable(entries[entry_id])
+            except (TransferError, LedgerStateError) as exc:
+                errors[entry_id] = exc
+                continue
+            todo.append(entries[entry_id])
+
+        received: list[tuple[LedgerEntry, Path, Any]] = []
+        mismatched: dict[int, str] = {}
+        session_ok = True
+        for index, entry in enumerate(todo):
+            local = self._staging_path(entry)
+            try:
+                result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
+                                       timeout=timeout, **self._fetch_kwargs)
+            except FileChangedError as exc:
+                self.ledger.release_claim(entry.id, str(exc))
+                errors[entry.id] = exc
+                continue
+            except FileVanishedError as exc:
+                self.ledger.close_vanished(entry.id, str(exc))
+                errors[entry.id] = exc
+                continue
+            except TransferTimeout as exc:
+                self.ledger.record_error(entry.id, str(exc))
+                errors[entry.id] = exc
+                for rest in todo[index + 1:]:
+                    errors[rest.id] = NotAttempted(
+                        f"{rest.remote_path} not fetched: the session timed out on {entry.remote_path}")
+                session_ok = False
+                break
+            except TransferError as exc:
+                self.ledger.record_error(entry.id, str(exc))
+                errors[entry.id] = exc
+                continue
+            if self._needs_manifest(entry):
+                reason = self._manifest_mismatch(entry, entry.file_name + MANIFEST_SUFFIX, result.sha256)
+                if reason:
+                    self.ledger.record_unverified_fetch(entry.id, sha256=result.sha256, size=result.size,
+                                                        local_path=str(local), error=reason)
+                    mismatched[entry.id] = reason
+            received.append((entry, local, result))
+
+        to_record = [(e.id, r.sha256, r.size, str(local)) for e, local, r in received if e.id not in mismatched]
+        try:
+            recorded = self.ledger.mark_fetched_many(to_record)
+        except LedgerStateError:  # one changed state meanwhile: record the others one by one
+            recorded = {}
+            for entry_id, sha256, size, local_path in to_record:
+                try:
+                    recorded[entry_id] = self.ledger.mark_fetched(entry_id, sha256=sha256, size=size,
+                                                                  local_path=local_path)
+                except LedgerStateError as exc:
+                    errors[entry_id] = exc
+        moves = [(entry, L.DUPLICATE, self.folders.archive, None)
+                 for entry in recorded.values() if entry.status == L.DUPLICATE]
+        if mismatched:
+            current = self.ledger.get_many(list(mismatched))
+            moves += [(current[i], L.QUARANTINED, self.folders.quarantine, reason) for i, reason in mismatched.items()]
+        moved, move_errors = self._move_many(moves, execute=session_ok)
+        errors.update(move_errors)
+
+        done: list[FetchedFile] = []
+        for entry, local, result in received:
+            if entry.id in errors:
+                continue
+            suite, fmt = self._doc_type_info(entry.doc_type)
+            base = dict(entry_id=entry.id, partner_key=entry.partner_key, remote_path=entry.remote_path,
+                        file_name=entry.file_name, local_path=str(local), size=result.size, sha256=result.sha256,
+                        doc_type=entry.doc_type, suite=suite, format=fmt, seconds=result.seconds)
+            if entry.id in mismatched:
+                done.append(FetchedFile(outcome="quarantined", reason=mismatched[entry.id],
+                                        final_path=moved.get(entry.id), **base))
+            elif recorded[entry.id].status == L.DUPLICATE:
+                done.append(FetchedFile(outcome="duplicate", duplicate_of=recorded[entry.id].duplicate_of,
+                                        final_path=moved.get(entry.id), **base))
+            else:
+                done.append(FetchedFile(outcome="fetched", **base))
+        return done, {i: errors[i] for i in ids if i in errors}
 
     def _manifest_mismatch(self, entry: LedgerEntry, manifest_name: str, sha256: str) -> str | None:
         manifest_path = posixpath.join(self.folders.inbound, manifest_name)
@@ -498,11 +615,14 @@ class PartnerInbox:
                                  done, errors)
         return done
 
-    def _move_many(self, moves: list[tuple[LedgerEntry, str, str, str | None]]
+    def _move_many(self, moves: list[tuple[LedgerEntry, str, str, str | None]], *, execute: bool = True
                    ) -> tuple[dict[int, str | None], dict[int, Exception]]:
         """Two-phase moves of many entries (``(entry, target_status, folder, reason)``): intents
         recorded in one transaction before any rename, renames pipelined, entries closed in one
-        transaction. Returns ({entry_id: final_path}, {entry_id: error}) in the order given."""
+        transaction. Returns ({entry_id: final_path}, {entry_id: error}) in the order given.
+
+        With ``execute=False`` (the session is not usable) only the intents are recorded and their
+        targets returned: :meth:`resume_unfinished` does the renames later."""
         done: dict[int, str | None] = {}
         errors: dict[int, Exception] = {}
         intents = []
@@ -532,6 +652,9 @@ class PartnerInbox:
                 errors[entry_id] = LedgerStateError(f"entry {entry_id} is closed ({entry.status})")
             else:
                 ready.append(entry)
+        if not execute:
+            done.update({entry.id: entry.final_path for entry in ready})
+            ready = []
         failures = self._execute_moves(ready)
         errors.update(failures)
         closed = self.ledger.mark_moved_many([e.id for e in ready if e.id not in failures])
