@@ -434,13 +434,7 @@ def check_readiness(partner_key: str, ctx: RunContext, *, max_polls: int | None 
 
 def _owned_unannounced(ledger: Ledger, partner_key: str, ctx: RunContext) -> list[int]:
     """Entries claimed by this run that still need work or a TG item."""
-    owned = []
-    for entry in ledger.entries(partner_key):
-        if entry.claimed_by != ctx.claim_token:
-            continue
-        if entry.is_open or (entry.status in ("quarantined", "archived") and not entry.tg_item_id):
-            owned.append(entry.id)
-    return owned
+    return ledger.claimed_unannounced(partner_key, ctx.claim_token)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -458,15 +452,12 @@ def fetch_and_validate(partner_key: str, entry_ids: list[int], ctx: RunContext, 
     ``transfer_failed``). A file that fails to transfer ``ctx.fetch_attempts`` times becomes a
     ``transfer_failed`` outcome; a session that cannot be opened or dies raises :class:`SessionLost`.
     """
-    from include.intake import TransferError
-
     partner = _partner(partner_key, ctx)
     ledger = _ledger(ctx)
     outcomes: list[dict] = []
     to_fetch: list[LedgerEntry] = []
     to_check: list[LedgerEntry] = []
-    for entry_id in entry_ids:
-        entry = ledger.get(entry_id)
+    for entry in ledger.get_many(entry_ids).values():
         if entry.claimed_by != ctx.claim_token:
             continue  # taken over by another run
         if entry.status == "quarantined":  # refused from its listing, or a manifest mismatch
@@ -484,24 +475,24 @@ def fetch_and_validate(partner_key: str, entry_ids: list[int], ctx: RunContext, 
     if to_fetch:
         try:
             with _session(partner, sftp) as session:
-                inbox = _inbox(partner, session, ledger, ctx)
-                for entry in to_fetch:
-                    fetched, error = _fetch_with_retries(inbox, session, entry, ctx, TransferError)
-                    if error is not None:
-                        outcomes.append(_outcome(ledger.get(entry.id), TRANSFER_FAILED, reason=error))
-                    elif fetched.outcome == "fetched":
-                        to_check.append(ledger.get(entry.id))
-                    elif fetched.outcome == "duplicate":
-                        outcomes.append(_outcome(ledger.get(entry.id), DUPLICATE))
-                    else:  # quarantined at fetch: manifest mismatch
-                        outcomes.append(_outcome(ledger.get(entry.id), FAILED, reason=fetched.reason,
-                                                 reason_code="manifest_mismatch"))
+                fetched, errors = _fetch_with_retries(_inbox(partner, session, ledger, ctx), session, to_fetch, ctx)
         except SessionLost:
             raise
         except Exception as exc:
             if _is_connection_error(exc):
                 raise SessionLost(f"SFTP session for {partner.key} failed: {_describe(exc)}") from exc
             raise
+        current = ledger.get_many([entry.id for entry in to_fetch])
+        for item in fetched:
+            entry = current[item.entry_id]
+            if item.outcome == "fetched":
+                to_check.append(entry)
+            elif item.outcome == "duplicate":
+                outcomes.append(_outcome(entry, DUPLICATE))
+            else:  # quarantined at fetch: manifest mismatch
+                outcomes.append(_outcome(entry, FAILED, reason=item.reason, reason_code="manifest_mismatch"))
+        for entry_id, error in errors.items():
+            outcomes.append(_outcome(current[entry_id], TRANSFER_FAILED, reason=error))
     outcomes.extend(_validate(partner, to_check, ledger))
     return outcomes
 
@@ -510,28 +501,41 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, EOFError)) or type(exc).__module__.split(".")[0] in ("paramiko", "airflow")
 
 
-def _fetch_with_retries(inbox, sftp: Any, entry: LedgerEntry, ctx: RunContext, transfer_error: type):
-    """(FetchedFile, None) or (None, error text) after ``ctx.fetch_attempts`` failed attempts."""
-    error = None
-    for attempt in range(1, ctx.fetch_attempts + 1):
-        try:
-            return inbox.fetch(entry.id, timeout=ctx.fetch_timeout), None
-        except transfer_error as exc:
-            from include.intake import TransferTimeout
+def _fetch_with_retries(inbox, sftp: Any, entries: list[LedgerEntry], ctx: RunContext):
+    """Fetch ``entries`` over the session, again for the failed ones, up to ``ctx.fetch_attempts`` times.
 
-            error = _describe(exc)
-            if not _session_alive(sftp):
-                raise SessionLost(f"SFTP session lost while fetching {entry.file_name}: {error}") from exc
+    Returns (fetched files, ``{entry_id: error text}`` of those that failed every attempt). A
+    timed-out transfer or a dead session raises :class:`SessionLost`; an error that is not a
+    transfer error (a ledger state or move error) is raised as it is.
+    """
+    from include.intake import TransferError, TransferTimeout
+
+    done, pending, errors = [], [entry.id for entry in entries], {}
+    names = {entry.id: entry.file_name for entry in entries}
+    for attempt in range(1, ctx.fetch_attempts + 1):
+        fetched, failed = inbox.fetch_many(pending, timeout=ctx.fetch_timeout)
+        done.extend(fetched)
+        for entry_id, exc in failed.items():
             if isinstance(exc, TransferTimeout):
                 # A timed-out fetch leaves unanswered read requests on the channel, so the session
                 # cannot be trusted for another try: the task retries with a fresh session, and after
                 # Airflow's retries the failure callback opens the transfer_failure case.
-                raise SessionLost(f"SFTP transfer of {entry.file_name} timed out: {error}") from exc
-            log.warning("%s: fetch of %s failed (attempt %d/%d): %s", entry.partner_key, entry.file_name,
+                raise SessionLost(f"SFTP transfer of {names[entry_id]} timed out: {_describe(exc)}") from exc
+            if not isinstance(exc, TransferError):
+                raise exc
+        if failed and not _session_alive(sftp):
+            entry_id, exc = next(iter(failed.items()))
+            raise SessionLost(f"SFTP session lost while fetching {names[entry_id]}: {_describe(exc)}") from exc
+        errors = {entry_id: _describe(exc) for entry_id, exc in failed.items()}
+        pending = list(failed)
+        if not pending:
+            break
+        for entry_id, error in errors.items():
+            log.warning("%s: fetch of %s failed (attempt %d/%d): %s", inbox.partner.key, names[entry_id],
                         attempt, ctx.fetch_attempts, error)
-            if attempt < ctx.fetch_attempts:
-                time.sleep(ctx.retry_backoff * attempt)
-    return None, error
+        if attempt < ctx.fetch_attempts:
+            time.sleep(ctx.retry_backoff * attempt)
+    return done, errors
 
 
 def _describe(exc: BaseException) -> str:
@@ -589,11 +593,13 @@ def _validate(partner: Partner, entries: list[LedgerEntry], ledger: Ledger) -> l
         except Exception as exc:  # noqa: BLE001 - e.g. an unknown suite: every file of it is a check error
             reports = [exc] * len(group)
         for entry, report in zip(group, reports):
-            outcomes.append(_outcome_of_check(partner, entry, report, ledger))
+            outcomes.append(_outcome_of_check(partner, entry, report))
+    passed = {o["entry_id"] for o in outcomes if o["kind"] == PASSED}
+    ledger.mark_validated_many([e.id for e in entries if e.id in passed and e.status == "fetched"])
     return outcomes
 
 
-def _outcome_of_check(partner: Partner, entry: LedgerEntry, report: Any, ledger: Ledger) -> dict:
+def _outcome_of_check(partner: Partner, entry: LedgerEntry, report: Any) -> dict:
     report_path = Path(entry.local_path + ".report.json")
     if isinstance(report, BaseException):  # a checks bug must not lose the file: quarantine it
         log.error("%s: validating %s failed", partner.key, entry.file_name, exc_info=report)
@@ -604,8 +610,6 @@ def _outcome_of_check(partner: Partner, entry: LedgerEntry, report: Any, ledger:
                         summary=f"The file could not be checked: {reason}")
     if report.passed:
         report_path.write_text(report.to_json(indent=None))  # for the record; people read failed ones
-        if entry.status == "fetched":
-            ledger.mark_validated(entry.id)
         return _outcome(entry, PASSED, rows=report.rows, report_path=str(report_path))
     report_path.write_text(report.to_json())
     return _outcome(entry, FAILED, rows=report.rows, reason=f"{report.reason_code}", reason_code=report.reason_code,
@@ -645,13 +649,27 @@ def move_files(partner_key: str, outcomes: list[dict], ctx: RunContext, *, sftp:
         return
     partner = _partner(partner_key, ctx)
     ledger = _ledger(ctx)
+    from include.intake import MoveBatchError
+
     with _session(partner, sftp) as session:
         inbox = _inbox(partner, session, ledger, ctx)
-        for outcome in to_move:
-            if outcome["kind"] == PASSED:
-                outcome["moved_to"] = inbox.archive(outcome["entry_id"])
-            else:
-                outcome["moved_to"] = inbox.quarantine(outcome["entry_id"], outcome.get("reason") or "refused")
+        moved: dict[int, str | None] = {}
+        failure = None
+        for kind, move in ((PASSED, inbox.archive_many), (FAILED, inbox.quarantine_many)):
+            batch = [o["entry_id"] if kind == PASSED else (o["entry_id"], o.get("reason") or "refused")
+                     for o in to_move if o["kind"] == kind]
+            if not batch:
+                continue
+            try:
+                moved.update(move(batch))
+            except MoveBatchError as exc:  # the others are done: record them, then fail (the retry finishes)
+                moved.update(exc.done)
+                failure = failure or exc
+    for outcome in to_move:
+        if outcome["entry_id"] in moved:
+            outcome["moved_to"] = moved[outcome["entry_id"]]
+    if failure is not None:
+        raise failure
 
 
 def _drop_staged_copies(folder: Path) -> None:
@@ -766,6 +784,7 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
     summary: dict[str, Any] = {"notifications": [], "validation_cases": [], "transfer_cases": [],
                                "created": 0, "reused": 0, "resolved": [], "duplicates": 0, "errors": []}
     notified: list[tuple[dict, dict]] = []
+    tg_items: dict[int, str] = {}
     posted = [(outcome, payload, result) for (outcome, payload), result in zip(to_post, results)
               if not isinstance(result, Exception)]
     _remember_items(ledger.engine, [
@@ -781,7 +800,7 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
         summary["created" if created else "reused"] += 1
         kind = payload["category"]
         if outcome["kind"] != TRANSFER_FAILED:
-            ledger.set_tg_item(outcome["entry_id"], str(item["id"]))
+            tg_items[outcome["entry_id"]] = str(item["id"])
         if kind == "document_delivery":
             summary["notifications"].append(item["id"])
             notified.append((outcome, item))
@@ -790,6 +809,7 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
             _attach_report(hook, item, outcome)
         else:
             summary["transfer_cases"].append(item["id"])
+    ledger.set_tg_items(tg_items)  # before duplicates are noted: they look up their original's item
     if notified:
         open_cases: dict[str, list[dict]] = {}
         for case in tracked_items(ledger.engine, partner_key=partner.key, statuses=OPEN_ITEM_STATUSES):

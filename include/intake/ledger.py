@@ -45,6 +45,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    or_,
     case,
     cast,
     column,
@@ -117,6 +118,7 @@ intake_files = Table(
     ),
     Index("ix_intake_files_partner_status", "partner_key", "status"),
     Index("ix_intake_files_partner_sha256", "partner_key", "sha256"),
+    Index("ix_intake_files_claimed_by", "claimed_by"),
 )
 
 
@@ -315,6 +317,18 @@ class Ledger:
             query = query.where(intake_files.c.closed_at.is_(None))
         with self.engine.connect() as conn:
             return [LedgerEntry.from_row(row) for row in conn.execute(query.order_by(intake_files.c.id))]
+
+    def claimed_unannounced(self, partner_key: str, claimed_by: str) -> list[int]:
+        """Ids (ascending) of the entries ``claimed_by`` holds that still need work or a TG item: open
+        ones, and archived/quarantined ones without a TG item. One query, whatever the history."""
+        query = select(intake_files.c.id).where(and_(
+            intake_files.c.partner_key == partner_key,
+            intake_files.c.claimed_by == claimed_by,
+            or_(intake_files.c.closed_at.is_(None),
+                and_(intake_files.c.status.in_((ARCHIVED, QUARANTINED)), intake_files.c.tg_item_id.is_(None))),
+        )).order_by(intake_files.c.id)
+        with self.engine.connect() as conn:
+            return [row[0] for row in conn.execute(query)]
 
     def open_entries(self, partner_key: str) -> dict[str, LedgerEntry]:
         """Open entries of a partner by remote path."""

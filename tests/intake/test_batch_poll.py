@@ -231,3 +231,20 @@ def test_observe_many_and_claim_many_follow_the_single_row_rules(make_partner, a
     assert set(led.get_many([claimed.id, third[path(4)].id])) == {claimed.id, third[path(4)].id}
     with pytest.raises(LookupError):
         led.get_many([claimed.id, 10**9])
+
+
+def test_claimed_unannounced_lists_only_this_runs_unfinished_or_unannounced_entries(make_partner, any_ledger):
+    led = any_ledger
+    key = make_partner().key
+    seen = led.observe_many(key, [(f"{INBOUND}/INV-{n}.csv", f"INV-{n}.csv", 10, 1) for n in range(5)])
+    ids = sorted(e.id for e in seen.values())
+    assert led.claim_many([(i, "invoice", []) for i in ids[:4]], "run-a") == set(ids[:4])
+    # ids[0]: archived and announced; ids[1]: archived, not announced yet; ids[2], ids[3]: still open
+    for entry_id in ids[:2]:
+        led.mark_fetched(entry_id, sha256=f"{entry_id:064d}", size=10, local_path="/tmp/x")
+        led.record_move_intent(entry_id, target_status="archived", final_path=f"/a/{entry_id}")
+        led.mark_moved(entry_id)
+    led.set_tg_items({ids[0]: "itm_done"})
+    assert led.claimed_unannounced(key, "run-a") == ids[1:4]
+    assert led.claimed_unannounced(key, "run-b") == []  # ids[4] is seen, not claimed by anyone
+    assert led.claimed_unannounced("other-partner", "run-a") == []
