@@ -63,7 +63,9 @@ def test_backfill_runs_each_missed_interval_exactly_once(tmp_path, sshd_server, 
     try:
         with start_airflow_stack(tmp_path, extra_env=env) as stack:
             stack.wait_for_dag("catalog_sync")
-            backfill(stack)
+            # One cycle after the other, as docs/catalog-sync.md says to backfill missed cycles that should
+            # each be loaded: overlapping runs would let the newer file supersede the older one (by design).
+            backfill(stack, "--max-active-runs", "1")
             runs = wait_for_backfills(stack, 1)
             assert [r["state"] for r in runs] == ["success", "success"], [(r["run_id"], r["state"]) for r in runs]
             assert all(r["run_type"] == "backfill" for r in runs)
