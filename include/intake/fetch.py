@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from include.intake.errors import FileChangedError, FileVanishedError, TransferError, TransferTimeout
+from include.intake.errors import FileChangedError, FileVanishedError, NotAttempted, TransferError, TransferTimeout
 
 #: 128 KiB requests, 16 in flight: 2 MiB outstanding = paramiko's default channel window. Bigger
 #: requests cost less Python per byte; OpenSSH's sftp-server answers up to ~255 KiB per read (a
@@ -305,3 +305,503 @@ def fetch_to_file(
     os.replace(partial, local)
     return FetchResult(str(local), size, digest.hexdigest(), time.monotonic() - started,
                        "pipelined" if pipelined else "sequential")
+
+
+# ---- many small files over one session, pipelined across files ------------------------------------
+#: Files of a known size up to this go through :func:`fetch_many_to_files`' cross-file pipeline.
+PIPELINE_MAX_SIZE = 1024 * 1024
+#: Files in the window (opened or being opened, read, closed; or done and waiting for their turn).
+DEFAULT_WINDOW_FILES = 32
+#: Sum of the listed sizes of the files in the window (bounds the data outstanding/buffered; the
+#: first file is admitted whatever its size). 2 MiB = paramiko's default channel window.
+DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024
+#: Length of the read at the listed size that confirms end of file (any data there: the file grew).
+_PROBE_LENGTH = 1
+
+#: A file of up to this many bytes is read with one request of its size + 1: an answer of exactly
+#: its size is end of file (SFTP v3: a read of a disk file returns the bytes asked for or up to the
+#: end; read caps of servers are 32 KiB or more, so they cannot cut such a read short at exactly
+#: the listed size), one byte more means it grew. A shorter answer falls back to the piecewise
+#: reads and the probe.
+SINGLE_READ_MAX = 32 * 1024 - 1
+
+_OPEN, _READ, _PROBE, _CLOSE, _WHOLE = range(5)
+
+
+@dataclass(frozen=True)
+class FetchJob:
+    """One file for :func:`fetch_many_to_files`: like the arguments of :func:`fetch_to_file`, with
+    a known ``expected_size`` (the listing's)."""
+
+    remote_path: str
+    local_path: str | os.PathLike
+    expected_size: int
+    timeout: float | None = None  # None: time_bound(expected_size, ...)
+
+
+@dataclass
+class PipelineStats:
+    """Counters of :func:`fetch_many_to_files` (also to show that requests were really in flight together)."""
+
+    files: int = 0
+    requests: int = 0
+    max_requests_in_flight: int = 0
+    max_files_in_flight: int = 0
+    handles_opened: int = 0
+    handles_closed: int = 0  # CLOSE answered (the rest is closed with the session after a timeout)
+
+
+def supports_batch_pipelining(sftp: Any) -> bool:
+    """True for a paramiko ``SFTPClient`` (or a proxy forwarding to one) whose ``open`` is paramiko's
+    own: the cross-file pipeline sends OPEN/READ/CLOSE itself, so a wrapper that changes how files
+    are opened keeps the per-file path (:func:`fetch_to_file`)."""
+    if not _supports_pipelining(sftp):
+        return False
+    try:
+        from paramiko import SFTPClient
+    except ImportError:  # pragma: no cover - paramiko is a dependency
+        return False
+    return getattr(getattr(sftp, "open", None), "__func__", None) is SFTPClient.open
+
+
+class _File:
+    __slots__ = ("index", "remote", "size", "local", "partial", "bound", "handle", "data", "digest", "reads",
+                 "chunks", "written", "received", "error", "state", "started", "outcome", "saving")
+
+    def __init__(self, index: int, job: FetchJob, bound: float) -> None:
+        self.index = index
+        self.remote = job.remote_path
+        self.size = int(job.expected_size)
+        self.local = Path(job.local_path)
+        self.partial = self.local.with_name(self.local.name + ".partial")
+        self.bound = bound
+        self.handle: bytes | None = None
+        self.data: list[bytes] = []  # received in order, written to disk when the file is complete
+        self.digest = hashlib.sha256()
+        self.reads = 0  # read requests outstanding
+        self.chunks: dict[int, bytes] = {}  # received, not yet written (arrived ahead of an earlier chunk)
+        self.written = 0
+        self.received = 0
+        self.error: TransferError | None = None
+        self.state = "opening"  # -> reading -> closing -> done
+        self.started = time.monotonic()
+        self.outcome: FetchResult | TransferError | None = None
+        self.saving = None  # Future of the local write (open .partial, write, rename)
+
+
+class _BatchPipeline:
+    """The state machine of :func:`fetch_many_to_files` (one instance per call)."""
+
+    def __init__(self, sftp: Any, jobs: list[FetchJob], *, min_rate: float, timeout_floor: float,
+                 request_size: int, window_files: int, window_bytes: int, stall_timeout: float,
+                 stats: PipelineStats | None) -> None:
+        from paramiko import sftp as proto
+        from paramiko.sftp_attr import SFTPAttributes
+
+        self.p = proto
+        self.attributes = SFTPAttributes
+        self.sftp = sftp
+        self.jobs = jobs
+        self.min_rate = min_rate
+        self.timeout_floor = timeout_floor
+        self.request_size = max(1, int(request_size))
+        self.window_files = max(1, int(window_files))
+        self.window_bytes = window_bytes
+        self.stall_timeout = stall_timeout
+        self.stats = stats if stats is not None else PipelineStats()
+        self.channel = sftp.get_channel()
+        self.responses = _Responses()
+        self.requests: dict[int, tuple[_File, int, int, int]] = {}  # num -> (file, kind, offset, length)
+        self.active: deque[_File] = deque()  # admitted, not yet handed out, in the given order
+        self.active_bytes = 0
+        self.next_job = 0
+        self.head_since = time.monotonic()
+        self.made_dirs: set[Path] = set()
+        self.saver = None  # ThreadPoolExecutor of the local writes, started with the first complete file
+
+    # -- requests ------------------------------------------------------------------------------
+    def _send(self, f: _File, kind: int, cmd: int, *args: Any, offset: int = 0, length: int = 0) -> None:
+        num = self.sftp._async_request(self.responses, cmd, *args)
+        self.requests[num] = (f, kind, offset, length)
+        self.stats.requests += 1
+        if len(self.requests) > self.stats.max_requests_in_flight:
+            self.stats.max_requests_in_flight = len(self.requests)
+
+    def _read(self, f: _File, offset: int, length: int, kind: int = _READ) -> None:
+        self._send(f, kind, self.p.CMD_READ, f.handle, self.p.int64(offset), int(length), offset=offset, length=length)
+        f.reads += 1
+
+    def _close_remote(self, f: _File) -> None:
+        f.state = "closing"
+        self._send(f, _CLOSE, self.p.CMD_CLOSE, f.handle)
+
+    def _admit(self) -> None:
+        while self.next_job < len(self.jobs) and len(self.active) < self.window_files:
+            job = self.jobs[self.next_job]
+            if self.active and self.active_bytes + job.expected_size > self.window_bytes:
+                break
+            bound = job.timeout if job.timeout is not None else time_bound(
+                job.expected_size, min_rate=self.min_rate, timeout_floor=self.timeout_floor)
+            f = _File(self.next_job, job, bound)
+            self.next_job += 1
+            if not self.active:
+                self.head_since = f.started
+            self.active.append(f)
+            self.active_bytes += f.size
+            busy = sum(1 for a in self.active if a.state != "done")
+            self.stats.max_files_in_flight = max(self.stats.max_files_in_flight, busy)
+            try:
+                path = self.sftp._adjust_cwd(f.remote) if hasattr(self.sftp, "_adjust_cwd") else f.remote
+            except (UnicodeError, TypeError) as exc:
+                f.error = TransferError(f"fetch of {f.remote} failed: {type(exc).__name__}: {exc}")
+                self._finalize(f)
+                continue
+            self._send(f, _OPEN, self.p.CMD_OPEN, path, self.p.SFTP_FLAG_READ, self.attributes())
+
+    # -- responses -----------------------------------------------------------------------------
+    def _process_responses(self) -> None:
+        by_num = self.responses.by_num
+        while by_num:
+            for num in list(by_num):
+                t, msg = by_num.pop(num)
+                request = self.requests.pop(num, None)
+                if request is not None:
+                    self._handle(t, msg, *request)
+
+    def _handle(self, t: int, msg: Any, f: _File, kind: int, offset: int, length: int) -> None:
+        p = self.p
+        if kind == _OPEN:
+            self._on_open(f, t, msg)
+        elif kind == _CLOSE:
+            self.stats.handles_closed += 1
+            if t == p.CMD_STATUS:
+                code = msg.get_int()
+                if code != p.SFTP_OK and f.error is None:
+                    f.error = TransferError(f"close of {f.remote} failed: SFTP status {code} ({_status_text(msg)})")
+            elif f.error is None:
+                f.error = TransferError(f"close of {f.remote}: unexpected SFTP response type {t}")
+            self._finalize(f)
+        else:
+            f.reads -= 1
+            self._on_read(f, t, msg, kind, offset, length)
+            if f.reads == 0 and f.state == "reading":
+                if f.error is None and (f.written != f.size or f.chunks):
+                    f.error = FileChangedError(f"{f.remote} changed while fetching: listed {f.size} bytes, "
+                                               f"read {f.received}")
+                self._close_remote(f)
+
+    def _on_open(self, f: _File, t: int, msg: Any) -> None:
+        p = self.p
+        if t == p.CMD_HANDLE:
+            f.handle = msg.get_binary()
+            self.stats.handles_opened += 1
+            if f.error is not None:  # abandoned while its OPEN was on the way
+                self._close_remote(f)
+                return
+            f.state = "reading"
+            if f.size <= SINGLE_READ_MAX:
+                self._read(f, 0, f.size + 1, _WHOLE)
+                return
+            # The listed bytes in request_size pieces, and one probe at the listed size that must
+            # answer end of file (data there: the file grew). All at once: no round trip between them.
+            for offset in range(0, f.size, self.request_size):
+                self._read(f, offset, min(self.request_size, f.size - offset))
+            self._read(f, f.size, _PROBE_LENGTH, _PROBE)
+            return
+        if t == p.CMD_STATUS:
+            code = msg.get_int()
+            if code == p.SFTP_NO_SUCH_FILE:
+                f.error = f.error or FileVanishedError(f"{f.remote} vanished before it could be fetched")
+            else:
+                f.error = f.error or TransferError(
+                    f"fetch of {f.remote} failed: open: SFTP status {code} ({_status_text(msg)})")
+        else:
+            f.error = f.error or TransferError(f"open of {f.remote}: unexpected SFTP response type {t}")
+        self._finalize(f)  # no handle: nothing to close
+
+    def _on_read(self, f: _File, t: int, msg: Any, kind: int, offset: int, length: int) -> None:
+        p = self.p
+        if t == p.CMD_DATA:
+            data = msg.get_string()
+            f.received += len(data)
+            if f.error is not None:
+                return  # answers after an error of this file: drained, unused
+            if kind == _PROBE or (kind == _WHOLE and len(data) > f.size):
+                if data:
+                    f.error = FileChangedError(f"{f.remote} changed while fetching: listed {f.size} bytes, "
+                                               f"read more than that")
+                return
+            if kind == _WHOLE:
+                if data:
+                    f.chunks[0] = data
+                    self._write_ready(f)
+                if 0 < len(data) < f.size:  # cut short: the rest piecewise, then the end-of-file probe
+                    self._read(f, len(data), f.size - len(data))
+                    self._read(f, f.size, _PROBE_LENGTH, _PROBE)
+                return
+            if len(data) > length:
+                f.error = TransferError(f"read of {f.remote} at offset {offset}: {len(data)} bytes for a request "
+                                        f"of {length}")
+                return
+            if data:
+                f.chunks[offset] = data
+                self._write_ready(f)
+                if len(data) < length and f.error is None:
+                    # Short read before the listed end (a server capping read lengths, or the file
+                    # shrank): ask for the rest of this piece; end of file there means it shrank.
+                    self._read(f, offset + len(data), length - len(data))
+            return  # empty data: nothing more here, the size check at the end decides
+        if t == p.CMD_STATUS:
+            code = msg.get_int()
+            if code == p.SFTP_EOF:
+                return  # at the probe: as expected; before the listed size: the size check decides
+            if f.error is None:
+                f.error = TransferError(f"read of {f.remote} failed at offset {offset}: SFTP status {code}")
+            return
+        if f.error is None:
+            f.error = TransferError(f"read of {f.remote}: unexpected SFTP response type {t}")
+
+    def _write_ready(self, f: _File) -> None:
+        chunks = f.chunks
+        while f.written in chunks:
+            data = chunks.pop(f.written)
+            f.data.append(data)
+            f.digest.update(data)
+            f.written += len(data)
+
+    def _finalize(self, f: _File) -> None:
+        """The remote side of ``f`` is over (closed, or never opened): its outcome, or its local write."""
+        f.state = "done"
+        f.chunks = {}
+        if f.error is not None:
+            f.data = []
+            f.outcome = f.error
+            return
+        # Complete and verified: write it locally on the helper thread (file creation and rename cost
+        # about as much as the SFTP requests here), while this thread carries on with the session.
+        if self.saver is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-fetch-save")
+        data, f.data = f.data, []
+        f.saving = self.saver.submit(self._save, f.remote, f.local, f.partial, data)
+
+    def _save(self, remote: str, local: Path, partial: Path, data: list[bytes]) -> TransferError | None:
+        """Helper thread: ``<local>.partial`` written and renamed into place (a crash never leaves a
+        truncated file under the final name)."""
+        try:
+            parent = local.parent
+            if parent not in self.made_dirs:
+                parent.mkdir(parents=True, exist_ok=True)
+                self.made_dirs.add(parent)
+            with open(partial, "wb") as out:
+                out.writelines(data)
+            os.replace(partial, local)
+        except OSError as exc:
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass  # e.g. its folder could not be made: then there is no partial either
+            return TransferError(f"fetch of {remote} failed: {type(exc).__name__}: {exc}")
+        return None
+
+    def _settle(self, f: _File) -> None:
+        """Wait for the local write of ``f`` and set its outcome."""
+        if f.saving is None:
+            return
+        error, f.saving = f.saving.result(), None
+        if error is not None:
+            f.outcome = f.error = error
+        else:
+            f.outcome = FetchResult(str(f.local), f.size, f.digest.hexdigest(), time.monotonic() - f.started,
+                                    "pipelined")
+            self.stats.files += 1
+
+    # -- timing --------------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        # The head's clock starts when it becomes the head (the file before it was handed out), so
+        # each file gets its own bound as if the files were fetched one after another.
+        return self.head_since + self.active[0].bound if self.active else time.monotonic() + self.stall_timeout
+
+    def _arm(self) -> float:
+        deadline = self._deadline()
+        self.channel.settimeout(max(0.001, min(self.stall_timeout, deadline - time.monotonic())))
+        return deadline
+
+    def _stalled(self) -> tuple[_File, str]:
+        """The file the session is stuck on: the owner of the oldest unanswered request (a server
+        answers in order, OpenSSH's does), else the head."""
+        active = {id(f) for f in self.active}
+        for num in sorted(self.requests):
+            f, kind, _, _ = self.requests[num]
+            if id(f) in active and f.state != "done":
+                return f, ("OPEN", "READ", "READ", "CLOSE", "READ")[kind]
+        return self.active[0], "request"
+
+    def _timeout(self, f: _File, request: str, deadline: float, exc: BaseException | None = None) -> TransferTimeout:
+        if exc is None or time.monotonic() >= deadline - 0.01:
+            return TransferTimeout(f"fetch of {f.remote} exceeded its time bound after {f.received} bytes "
+                                   f"(no answer to its {request})")
+        return TransferTimeout(f"fetch of {f.remote} stalled: no data for {self.stall_timeout:.0f}s "
+                               f"(no answer to its {request})")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self):
+        previous_timeout = self.channel.gettimeout()
+        ending = "abandoned"  # unless the loop ends otherwise: the consumer stopped early, or a bug
+        error: BaseException | None = None
+        try:
+            while self.next_job < len(self.jobs) or self.active:
+                try:
+                    self._arm()
+                    self._admit()
+                    self._process_responses()
+                    head = self.active[0]
+                    if head.state != "done" or (head.saving is not None and not head.saving.done() and self.requests):
+                        # Wait for an answer (the head's, or any while the head is being written locally).
+                        if time.monotonic() > self._deadline():
+                            raise TransferTimeout("deadline")
+                        self._arm()
+                        self.sftp._read_response()
+                        self._process_responses()
+                        continue
+                except (socket.timeout, TransferTimeout) as exc:
+                    ending, error = "timeout", (exc if isinstance(exc, socket.timeout) else None)
+                    break
+                except Exception as exc:
+                    if not (isinstance(exc, (OSError, EOFError)) or type(exc).__module__.startswith("paramiko")):
+                        raise
+                    ending, error = "broken", exc
+                    break
+                self._settle(head)
+                self.active.popleft()
+                self.active_bytes -= head.size
+                self.channel.settimeout(previous_timeout)  # the caller may use the session meanwhile
+                yield head.index, head.outcome
+                self.head_since = time.monotonic()
+            else:
+                ending = "complete"
+            if ending == "complete":
+                return
+            deadline = self._deadline()
+            while self.active and self.active[0].state == "done":  # finished before it went wrong
+                f = self.active.popleft()
+                self._settle(f)
+                yield f.index, f.outcome
+            if ending == "timeout":
+                # The time bound is the head's, the blame goes to the file the server is stuck on;
+                # the unfinished files before it are not attempted, and nothing after it is handed out.
+                stalled, request = self._stalled()
+                for f in self.active:
+                    if f is stalled:
+                        yield f.index, self._timeout(f, request, deadline, error)
+                        return
+                    if f.state == "done":
+                        self._settle(f)
+                        yield f.index, f.outcome
+                    else:
+                        yield f.index, NotAttempted(f"{f.remote} not fetched: the session timed out on {stalled.remote}")
+                return
+            # The session is gone: every file not handed out yet gets a transfer error.
+            failure = TransferError(f"fetch of {self.active[0].remote} failed: {type(error).__name__}: {error}")
+            yield self.active[0].index, failure
+            for f in list(self.active)[1:]:
+                if f.state == "done":
+                    self._settle(f)
+                    yield f.index, f.outcome
+                else:
+                    yield f.index, TransferError(f"fetch of {f.remote} failed: the session failed ({failure})")
+            for index in range(self.next_job, len(self.jobs)):
+                yield index, TransferError(f"fetch of {self.jobs[index].remote_path} failed: "
+                                           f"the session failed ({failure})")
+        finally:
+            self._cleanup(ending)
+            try:
+                self.channel.settimeout(previous_timeout)
+            except Exception:
+                pass
+
+    def _cleanup(self, ending: str) -> None:
+        unfinished = [f for f in self.active if f.state != "done"]
+        if ending == "abandoned" and unfinished:
+            # Healthy session, caller stopped early (or an unexpected error): let the answers come
+            # in, close every handle, for a bounded time.
+            for f in unfinished:
+                f.error = f.error or TransferError(f"fetch of {f.remote} abandoned")
+            limit = time.monotonic() + min(self.stall_timeout, 10.0)
+            try:
+                while self.requests and time.monotonic() < limit:
+                    self.channel.settimeout(max(0.001, limit - time.monotonic()))
+                    self.sftp._read_response()
+                    self._process_responses()
+            except Exception:
+                pass
+        elif ending == "timeout":
+            # Do not wait for answers: the session is to be dropped. Ask to close what is known to be
+            # open (fire and forget, best effort); the end of the session closes the rest.
+            try:
+                self.channel.settimeout(0.05)
+                for f in unfinished:
+                    if f.handle is not None and f.state == "reading":
+                        self._close_remote(f)
+            except Exception:
+                pass
+        for f in self.active:
+            if f.state != "done":
+                f.state, f.data, f.chunks = "done", [], {}
+                f.outcome = f.outcome or f.error
+        if self.saver is not None:
+            self.saver.shutdown(wait=True)  # local writes in progress finish: no .partial left behind
+
+
+def _status_text(msg: Any) -> str:
+    try:
+        return msg.get_text()
+    except Exception:
+        return ""
+
+
+def fetch_many_to_files(
+    sftp: Any,
+    jobs: list[FetchJob],
+    *,
+    min_rate: float = DEFAULT_MIN_RATE,
+    timeout_floor: float = DEFAULT_TIMEOUT_FLOOR,
+    request_size: int = DEFAULT_REQUEST_SIZE,
+    window_files: int = DEFAULT_WINDOW_FILES,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    stats: PipelineStats | None = None,
+):
+    """Fetch many small files over one paramiko session with requests of several files in flight.
+
+    A generator of ``(index into jobs, FetchResult | TransferError)`` in the order of ``jobs``. Up
+    to ``window_files`` files (and ``window_bytes`` of listed sizes) are in flight: each file's OPEN
+    is sent as it enters the window; on its handle, reads covering the listed size and one probe
+    read at the listed size (must be end of file) go out together; when they are answered, CLOSE.
+    Per file the rules of :func:`fetch_to_file`: ``<local>.partial`` renamed into place when
+    complete, sha256 of the bytes received, more or fewer bytes than listed → ``FileChangedError``,
+    no such file at OPEN → ``FileVanishedError``, another SFTP error → ``TransferError``; every
+    handle opened is closed, also after an error of that file.
+
+    Time: each file gets its bound (``job.timeout``, else ``time_bound(expected_size)``) from the
+    moment the file before it was handed out, as if fetched one after another; the channel gets a
+    socket timeout. Exceeding it yields ``TransferTimeout`` for the file at the head and ends the
+    generator: the files after it are not handed out (not attempted), answers still outstanding are
+    not waited for, and the session must be closed by the caller. A dead session yields a
+    ``TransferError`` for every file not handed out yet.
+
+    Between items the channel timeout is the caller's, so the caller may use the session (e.g. read
+    a manifest) before asking for the next item. Close the generator if you stop early: it then
+    waits (bounded) for the outstanding answers and closes the handles.
+
+    Use it for files up to :data:`PIPELINE_MAX_SIZE` and clients where
+    :func:`supports_batch_pipelining` holds; :func:`fetch_to_file` for the others.
+    """
+    jobs = list(jobs)
+    if jobs:
+        tune_session(sftp)
+    pipeline = _BatchPipeline(sftp, jobs, min_rate=min_rate, timeout_floor=timeout_floor, request_size=request_size,
+                              window_files=window_files, window_bytes=window_bytes, stall_timeout=stall_timeout,
+                              stats=stats)
+    return pipeline.run()

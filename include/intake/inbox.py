@@ -24,7 +24,15 @@ from include.intake.errors import (
     TransferError,
     TransferTimeout,
 )
-from include.intake.fetch import fetch_to_file, tune_session
+from include.intake.fetch import (
+    PIPELINE_MAX_SIZE,
+    FetchJob,
+    PipelineStats,
+    fetch_many_to_files,
+    fetch_to_file,
+    supports_batch_pipelining,
+    tune_session,
+)
 from include.intake.ledger import Ledger, LedgerEntry
 from include.intake.listing import RemoteEntry, list_folder
 from include.intake.moves import companion_target, rename_many, target_path, unique_suffix
@@ -195,6 +203,8 @@ class PartnerInbox:
             self._fetch_kwargs["min_rate"] = fetch_min_rate
         if fetch_timeout_floor is not None:
             self._fetch_kwargs["timeout_floor"] = fetch_timeout_floor
+        #: Counters of the cross-file pipeline of the last :meth:`fetch_many` (None: not used).
+        self.last_pipeline: PipelineStats | None = None
         tune_session(sftp)
 
     # ------------------------------------------------------------------------------------------
@@ -430,7 +440,16 @@ class PartnerInbox:
         being the original); duplicates go to the archive and manifest mismatches to quarantine with
         one batched move (:meth:`archive_many`'s machinery).
 
-        :param timeout: bound of each file's transfer, as in :meth:`fetch`.
+        Transfers: small files (listed size up to ``PIPELINE_MAX_SIZE``, 1 MiB) on a paramiko
+        session are pipelined across files (:func:`~include.intake.fetch.fetch_many_to_files`: a
+        window of files whose OPEN/READ/CLOSE requests are in flight together; counters of the last
+        batch in :attr:`last_pipeline`); bigger files, and clients without paramiko's internals or
+        with an ``open`` of their own, one at a time (:func:`~include.intake.fetch.fetch_to_file`).
+        When a pipelined batch times out, the file the server is stuck on gets the
+        ``TransferTimeout``; the unfinished files of the window before it get ``NotAttempted`` too.
+
+        :param timeout: bound of each file's transfer, as in :meth:`fetch` (in the pipeline, a
+            file's clock starts when the file before it is done, as if fetched one after another).
         """
         ids = list(dict.fromkeys(_entry_id(item) for item in items))
         entries = self.ledger.get_many(ids)
@@ -447,38 +466,41 @@ class PartnerInbox:
         received: list[tuple[LedgerEntry, Path, Any]] = []
         mismatched: dict[int, str] = {}
         session_ok = True
-        for index, entry in enumerate(todo):
-            local = self._staging_path(entry)
-            try:
-                result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
-                                       timeout=timeout, **self._fetch_kwargs)
-            except FileChangedError as exc:
-                self.ledger.release_claim(entry.id, str(exc))
-                errors[entry.id] = exc
-                continue
-            except FileVanishedError as exc:
-                self.ledger.close_vanished(entry.id, str(exc))
-                errors[entry.id] = exc
-                continue
-            except TransferTimeout as exc:
-                self.ledger.record_error(entry.id, str(exc))
-                errors[entry.id] = exc
-                for rest in todo[index + 1:]:
-                    errors[rest.id] = NotAttempted(
-                        f"{rest.remote_path} not fetched: the session timed out on {entry.remote_path}")
-                session_ok = False
-                break
-            except TransferError as exc:
-                self.ledger.record_error(entry.id, str(exc))
-                errors[entry.id] = exc
-                continue
-            if self._needs_manifest(entry):
-                reason = self._manifest_mismatch(entry, entry.file_name + MANIFEST_SUFFIX, result.sha256)
-                if reason:
-                    self.ledger.record_unverified_fetch(entry.id, sha256=result.sha256, size=result.size,
-                                                        local_path=str(local), error=reason)
-                    mismatched[entry.id] = reason
-            received.append((entry, local, result))
+        transfers = self._transfers(todo, timeout)
+        try:
+            for index, (entry, local, result) in enumerate(transfers):
+                if isinstance(result, NotAttempted):  # the session timed out on a later file of the window
+                    errors[entry.id] = result
+                    continue
+                if isinstance(result, FileChangedError):
+                    self.ledger.release_claim(entry.id, str(result))
+                    errors[entry.id] = result
+                    continue
+                if isinstance(result, FileVanishedError):
+                    self.ledger.close_vanished(entry.id, str(result))
+                    errors[entry.id] = result
+                    continue
+                if isinstance(result, TransferTimeout):
+                    self.ledger.record_error(entry.id, str(result))
+                    errors[entry.id] = result
+                    for rest in todo[index + 1:]:
+                        errors[rest.id] = NotAttempted(
+                            f"{rest.remote_path} not fetched: the session timed out on {entry.remote_path}")
+                    session_ok = False
+                    break
+                if isinstance(result, TransferError):
+                    self.ledger.record_error(entry.id, str(result))
+                    errors[entry.id] = result
+                    continue
+                if self._needs_manifest(entry):
+                    reason = self._manifest_mismatch(entry, entry.file_name + MANIFEST_SUFFIX, result.sha256)
+                    if reason:
+                        self.ledger.record_unverified_fetch(entry.id, sha256=result.sha256, size=result.size,
+                                                            local_path=str(local), error=reason)
+                        mismatched[entry.id] = reason
+                received.append((entry, local, result))
+        finally:
+            transfers.close()
 
         to_record = [(e.id, r.sha256, r.size, str(local)) for e, local, r in received if e.id not in mismatched]
         try:
@@ -516,6 +538,51 @@ class PartnerInbox:
             else:
                 done.append(FetchedFile(outcome="fetched", **base))
         return done, {i: errors[i] for i in ids if i in errors}
+
+    def _transfers(self, todo: list[LedgerEntry], timeout: float | None):
+        """The transfers of :meth:`fetch_many`: ``(entry, staging path, FetchResult | TransferError)``
+        in the order of ``todo``, ending after a ``TransferTimeout`` (the rest is not attempted).
+
+        Runs of small files (listed size up to ``PIPELINE_MAX_SIZE``) on a paramiko session go
+        through :func:`fetch_many_to_files`, with several files' requests in flight at once; bigger
+        files, and clients without paramiko's internals, one at a time through :func:`fetch_to_file`.
+        """
+        pipelined = supports_batch_pipelining(self.sftp)
+        self.last_pipeline = PipelineStats() if pipelined else None
+
+        def small(entry: LedgerEntry) -> bool:
+            return pipelined and entry.size is not None and entry.size <= PIPELINE_MAX_SIZE
+
+        index = 0
+        while index < len(todo):
+            if small(todo[index]):
+                end = index
+                while end < len(todo) and small(todo[end]):
+                    end += 1
+                run = todo[index:end]
+                locals_ = [self._staging_path(entry) for entry in run]
+                jobs = [FetchJob(entry.remote_path, local, entry.size, timeout) for entry, local in zip(run, locals_)]
+                batch = fetch_many_to_files(self.sftp, jobs, stats=self.last_pipeline, **self._fetch_kwargs)
+                try:
+                    for position, result in batch:
+                        yield run[position], locals_[position], result
+                        if isinstance(result, TransferTimeout):
+                            return
+                finally:
+                    batch.close()
+                index = end
+                continue
+            entry = todo[index]
+            local = self._staging_path(entry)
+            try:
+                result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
+                                       timeout=timeout, **self._fetch_kwargs)
+            except TransferError as exc:
+                result = exc
+            yield entry, local, result
+            if isinstance(result, TransferTimeout):
+                return
+            index += 1
 
     def _manifest_mismatch(self, entry: LedgerEntry, manifest_name: str, sha256: str) -> str | None:
         manifest_path = posixpath.join(self.folders.inbound, manifest_name)
