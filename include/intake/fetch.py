@@ -14,6 +14,13 @@ packets leave at once.
 Clients without paramiko's internals (a test double, another library) fall back to
 ``open()`` + sequential ``read()`` of ``request_size`` chunks.
 
+Many small files (:func:`fetch_many_to_files`, used by ``PartnerInbox.fetch_many``): one file costs
+OPEN, READ, CLOSE, each a round trip when done one after another (~1 ms per file on loopback). So
+the requests of a window of files are kept in flight together on the one session: each file's OPEN
+goes out as it enters the window, its reads on the handle's arrival, its CLOSE when they are
+answered; the files come out in the given order with the per-file rules of :func:`fetch_to_file`.
+The cost per file is then the Python of its requests, not their round trips.
+
 Time is bounded: a deadline of ``timeout_floor + size / min_rate`` (or an explicit ``timeout``) is
 checked between responses, and the channel gets a socket timeout so a stalled server cannot block
 a read for ever. Exceeding it raises :class:`TransferTimeout`; the session then still carries
