@@ -274,7 +274,7 @@ def items_table():
         Column("external_ref", String(200), primary_key=True),
         Column("item_id", String(128), nullable=False, index=True),
         Column("partner_key", String(64), nullable=False),
-        Column("kind", String(32), nullable=False),  # notification | validation_failure | transfer_failure
+        Column("kind", String(32), nullable=False),  # document_delivery (notification) | validation_failure | transfer_failure
         Column("document_key", Text, nullable=False),
         Column("file_name", Text),
         Column("sha256", String(64)),
@@ -330,7 +330,8 @@ def _remember_items(engine, rows: list[tuple[dict, dict]]) -> None:
 
 
 def tracked_items(engine=None, *, partner_key: str | None = None, kind: str | None = None,
-                  statuses: tuple[str, ...] | None = None, document_key_: str | None = None) -> list[dict]:
+                  statuses: tuple[str, ...] | None = None, document_key_: str | None = None,
+                  kinds: tuple[str, ...] | None = None, document_keys: list[str] | None = None) -> list[dict]:
     """Rows of ``delivery_tg_items`` matching the filters, oldest first."""
     from sqlalchemy import select
 
@@ -348,6 +349,10 @@ def tracked_items(engine=None, *, partner_key: str | None = None, kind: str | No
         query = query.where(table.c.status.in_(statuses))
     if document_key_:
         query = query.where(table.c.document_key == document_key_)
+    if kinds:
+        query = query.where(table.c.kind.in_(kinds))
+    if document_keys is not None:
+        query = query.where(table.c.document_key.in_(sorted(set(document_keys))))
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query.order_by(table.c.created_at))]
 
@@ -812,9 +817,12 @@ def _post_items(hook, partner: Partner, ledger: Ledger, outcomes: list[dict], ct
     ledger.set_tg_items(tg_items)  # before duplicates are noted: they look up their original's item
     if notified:
         open_cases: dict[str, list[dict]] = {}
-        for case in tracked_items(ledger.engine, partner_key=partner.key, statuses=OPEN_ITEM_STATUSES):
-            if case["kind"] != "document_delivery":
-                open_cases.setdefault(case["document_key"], []).append(case)
+        # Only cases of the documents just announced: the partner's open notifications pile up
+        # (they stay open until acknowledged) and must not be read on every run.
+        for case in tracked_items(ledger.engine, partner_key=partner.key, statuses=OPEN_ITEM_STATUSES,
+                                  kinds=("validation_failure", "transfer_failure"),
+                                  document_keys=[outcome["document_key"] for outcome, _ in notified]):
+            open_cases.setdefault(case["document_key"], []).append(case)
         for outcome, item in notified:
             cases = open_cases.pop(outcome["document_key"], [])
             summary["resolved"] += _resolve_open_cases(hook, partner, ledger, outcome, item, cases)

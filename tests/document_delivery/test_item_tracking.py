@@ -37,3 +37,17 @@ def test_many_items_in_one_call_then_a_status_change_keeps_the_facts(engine):
     assert (row["run_id"], row["file_name"]) == ("r1", "INV-7.csv")  # facts stay those of the first sighting
     assert len(dd.tracked_items(engine)) == 1200
     assert [r["item_id"] for r in dd.open_disputes(engine)] == ["itm_7"]
+
+
+def test_open_cases_are_looked_up_by_document_not_by_reading_every_open_item(engine):
+    rows = [({"id": f"itm_n{n}", "external_ref": f"n-{n}", "status": "open"}, _facts(n)) for n in range(300)]
+    rows.append(({"id": "itm_case", "external_ref": "case-5", "status": "open"},
+                 {**_facts(5), "kind": "validation_failure"}))
+    rows.append(({"id": "itm_closed", "external_ref": "case-6", "status": "resolved"},
+                 {**_facts(6), "kind": "validation_failure"}))
+    dd._remember_items(engine, rows)
+    found = dd.tracked_items(engine, partner_key="acme", statuses=dd.OPEN_ITEM_STATUSES,
+                             kinds=("validation_failure", "transfer_failure"),
+                             document_keys=["invoice:inv-5", "invoice:inv-6", "invoice:inv-7"])
+    assert [r["item_id"] for r in found] == ["itm_case"]
+    assert dd.tracked_items(engine, document_keys=[]) == []
