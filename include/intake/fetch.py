@@ -39,11 +39,13 @@ from typing import Any
 
 from include.intake.errors import FileChangedError, FileVanishedError, NotAttempted, TransferError, TransferTimeout
 
-#: 128 KiB requests, 16 in flight: 2 MiB outstanding = paramiko's default channel window. Bigger
-#: requests cost less Python per byte; OpenSSH's sftp-server answers up to ~255 KiB per read (a
-#: larger request gets a short read, after which the reader adapts its request size).
-DEFAULT_REQUEST_SIZE = 128 * 1024
-DEFAULT_MAX_REQUESTS = 16
+#: 252 KiB requests, 8 in flight: ~2 MiB outstanding = paramiko's default channel window. Bigger
+#: requests cost less Python per byte; OpenSSH's sftp-server answers up to 255 KiB per read (a
+#: larger request gets a short read, after which the reader adapts its request size). Measured on a
+#: quiet machine, 1 GiB, 3 runs each: 128 KiB x 16 → 254 MB/s (0.46x OpenSSH's sftp), 252 KiB x 16 →
+#: 332 MB/s, 252 KiB x 8 → 350 MB/s (0.66x), 252 KiB x 32 → 331 MB/s.
+DEFAULT_REQUEST_SIZE = 252 * 1024
+DEFAULT_MAX_REQUESTS = 8
 #: Below this rate a transfer is considered stuck (paramiko's one-request-per-round-trip mode is 5 MB/s).
 DEFAULT_MIN_RATE = 10 * 1024 * 1024
 DEFAULT_TIMEOUT_FLOOR = 60.0
