@@ -391,18 +391,24 @@ def intake(partner_key: str, ctx: RunContext, *, max_polls: int | None = None) -
     the last retry :func:`transfer_failure_callback` opens a transfer_failure case).
     """
     partner = _partner(partner_key, ctx)
+    with _lost_on_connection_error(partner), sftp_session(partner.sftp_conn_id) as sftp:
+        entry_ids = check_readiness(partner_key, ctx, max_polls=max_polls, sftp=sftp)
+        outcomes = fetch_and_validate(partner_key, entry_ids, ctx, sftp=sftp)
+        move_files(partner_key, outcomes, ctx, sftp=sftp)
+    return outcomes
+
+
+@contextmanager
+def _lost_on_connection_error(partner: Partner) -> Iterator[None]:
+    """A connection error (OSError, EOFError, paramiko's, Airflow's) becomes :class:`SessionLost`."""
     try:
-        with sftp_session(partner.sftp_conn_id) as sftp:
-            entry_ids = check_readiness(partner_key, ctx, max_polls=max_polls, sftp=sftp)
-            outcomes = fetch_and_validate(partner_key, entry_ids, ctx, sftp=sftp)
-            move_files(partner_key, outcomes, ctx, sftp=sftp)
+        yield
     except SessionLost:
         raise
     except Exception as exc:
         if _is_connection_error(exc):
             raise SessionLost(f"SFTP session for {partner.key} failed: {_describe(exc)}") from exc
         raise
-    return outcomes
 
 
 def check_readiness(partner_key: str, ctx: RunContext, *, max_polls: int | None = None, sftp: Any = None) -> list[int]:
@@ -478,15 +484,8 @@ def fetch_and_validate(partner_key: str, entry_ids: list[int], ctx: RunContext, 
         elif entry.status in ("fetched", "validated"):
             to_fetch.append(entry)
     if to_fetch:
-        try:
-            with _session(partner, sftp) as session:
-                fetched, errors = _fetch_with_retries(_inbox(partner, session, ledger, ctx), session, to_fetch, ctx)
-        except SessionLost:
-            raise
-        except Exception as exc:
-            if _is_connection_error(exc):
-                raise SessionLost(f"SFTP session for {partner.key} failed: {_describe(exc)}") from exc
-            raise
+        with _lost_on_connection_error(partner), _session(partner, sftp) as session:
+            fetched, errors = _fetch_with_retries(_inbox(partner, session, ledger, ctx), session, to_fetch, ctx)
         current = ledger.get_many([entry.id for entry in to_fetch])
         for item in fetched:
             entry = current[item.entry_id]

@@ -219,6 +219,17 @@ def _chunks(items: Sequence, size: int = BATCH_CHUNK):
         yield items[start:start + size]
 
 
+def _update_returning(conn: Any, ids: Sequence[int], conditions: Sequence[Any], values: dict) -> dict[int, LedgerEntry]:
+    """``UPDATE intake_files SET values WHERE id IN ids AND conditions RETURNING *`` in chunks:
+    the entries that matched, by id."""
+    changed: dict[int, LedgerEntry] = {}
+    for chunk in _chunks(ids):
+        statement = update(intake_files).where(intake_files.c.id.in_(chunk), *conditions).values(**values)
+        for row in conn.execute(statement.returning(*intake_files.c)):
+            changed[row.id] = LedgerEntry.from_row(row)
+    return changed
+
+
 def _is_postgres(conn: Any) -> bool:
     return conn.dialect.name == "postgresql"
 
@@ -793,15 +804,9 @@ class Ledger:
             return {}
         now = utcnow()
         c = intake_files.c
-        done: dict[int, LedgerEntry] = {}
         with self.engine.begin() as conn:
-            for chunk in _chunks(ids):
-                for row in conn.execute(
-                        update(intake_files)
-                        .where(c.id.in_(chunk), c.status.in_((FETCHED, VALIDATED)), c.closed_at.is_(None))
-                        .values(status=VALIDATED, validated_at=now, updated_at=now)
-                        .returning(*intake_files.c)):
-                    done[row.id] = LedgerEntry.from_row(row)
+            done = _update_returning(conn, ids, [c.status.in_((FETCHED, VALIDATED)), c.closed_at.is_(None)],
+                                     dict(status=VALIDATED, validated_at=now, updated_at=now))
             bad = [i for i in ids if i not in done]
             if bad:
                 statuses = {row.id: row.status for row in conn.execute(
@@ -918,15 +923,9 @@ class Ledger:
             return {}
         now = utcnow()
         c = intake_files.c
-        out: dict[int, LedgerEntry] = {}
         with self.engine.begin() as conn:
-            for chunk in _chunks(ids):
-                for row in conn.execute(
-                        update(intake_files)
-                        .where(c.id.in_(chunk), c.closed_at.is_(None), c.target_status.is_not(None))
-                        .values(status=c.target_status, closed_at=now, updated_at=now)
-                        .returning(*intake_files.c)):
-                    out[row.id] = LedgerEntry.from_row(row)
+            out = _update_returning(conn, ids, [c.closed_at.is_(None), c.target_status.is_not(None)],
+                                    dict(status=c.target_status, closed_at=now, updated_at=now))
             rest = [i for i in ids if i not in out]
             for chunk in _chunks(rest):
                 for row in conn.execute(select(intake_files).where(c.id.in_(chunk))):
