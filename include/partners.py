@@ -294,6 +294,11 @@ def parse_registry(data: object, source: str = "<data>") -> Registry:
         raise RegistryError(_format_errors(exc, source)) from None
 
 
+#: Parsed registries by (path, text): a task loads the registry several times (~25 ms of YAML and
+#: validation each); the file is read every time, so an edit is seen by the next load.
+_PARSED: dict[tuple[str, str], Registry] = {}
+
+
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Load and validate the partner registry.
 
@@ -301,13 +306,24 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     :raises RegistryError: unreadable file or invalid content; the message names each bad field,
         e.g. ``partners[1].folders.archive: missing``.
     """
-    import yaml
-
     resolved = Path(path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY_PATH)
     try:
         text = resolved.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"cannot read partner registry {resolved}: {exc.strerror}") from None
+    key = (str(resolved), text)
+    registry = _PARSED.get(key)
+    if registry is None:
+        registry = _parse_text(resolved, text)
+        if len(_PARSED) >= 16:
+            _PARSED.clear()
+        _PARSED[key] = registry
+    return registry
+
+
+def _parse_text(resolved: Path, text: str) -> Registry:
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

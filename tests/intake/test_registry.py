@@ -115,3 +115,17 @@ def test_unreadable_and_non_yaml_files_are_clear_errors(tmp_path):
 def test_unknown_partner_lookup_lists_known_keys():
     with pytest.raises(KeyError, match="known: acme, globex, initech"):
         load_registry().get("umbrella")
+
+
+def test_a_loaded_registry_is_reused_until_the_file_changes(tmp_path, raw):
+    path = write(tmp_path, raw)
+    first = load_registry(path)
+    assert load_registry(path) is first  # same text: parsed once per process
+    raw["partners"][0]["name"] = "Renamed partner"
+    write(tmp_path, raw)
+    changed = load_registry(path)
+    assert changed is not first and changed.partners[0].name == "Renamed partner"
+    raw["partners"][0]["folders"].pop("archive")
+    write(tmp_path, raw)
+    with pytest.raises(RegistryError, match="archive"):
+        load_registry(path)  # an invalid edit is an error, not the cached good version
