@@ -94,7 +94,10 @@ def validate_files(
             alone(index)
         return reports
 
-    options = read_options(spec, delimiter=delimiter, encoding=encoding, max_line_bytes=max_line_bytes)
+    # Text cells only: for a small file, pandas parsing the number columns while reading (and the
+    # check that kept them) costs more than converting the whole batch's text in one go (~0.25 ms a file).
+    options = {**read_options(spec, delimiter=delimiter, encoding=encoding, max_line_bytes=max_line_bytes),
+               "number_columns": ()}
     declared = {c.name for c in spec.columns}
     needed = {c for e in spec.expectations for c in _columns(e)}
     layouts: dict[tuple[str, ...], list[tuple[int, Any, float]]] = {}
