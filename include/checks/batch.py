@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from include.checks import fast_rules
-from include.checks.reading import DEFAULT_MAX_LINE_BYTES, formula_rows, read_table
+from include.checks.reading import (
+    DEFAULT_MAX_LINE_BYTES,
+    SimpleCsv,
+    formula_rows,
+    read_simple_tables,
+    read_table,
+    simple_csv,
+)
 from include.checks.report import CheckReport
 from include.checks.runner import (
     _UNIQUE,
@@ -100,7 +107,9 @@ def validate_files(
                "number_columns": ()}
     declared = {c.name for c in spec.columns}
     needed = {c for e in spec.expectations for c in _columns(e)}
-    layouts: dict[tuple[str, ...], list[tuple[int, Any, float]]] = {}
+    # Per header: simple files (records = lines) parsed later with one pandas call; the others read alone.
+    simple: dict[tuple[str, ...], list[tuple[int, SimpleCsv, float]]] = {}
+    read: dict[tuple[str, ...], list[tuple[int, Any, float]]] = {}
     for index, (path, name) in enumerate(items):
         file_fmt = fmt or ("xlsx" if path.name.lower().endswith(".xlsx") else spec.format)  # as validate_file
         try:
@@ -112,19 +121,45 @@ def validate_files(
             continue
         started = time.perf_counter()
         try:
-            frame = read_table(path, "csv", **options)
+            parts = simple_csv(path, **options)
+            frame = None if parts is not None else read_table(path, "csv", **options)
         except Exception:  # noqa: BLE001 - read errors are reported by the reference path
             alone(index)
             continue
-        columns = tuple(str(c) for c in frame.columns)
+        columns = parts.header if parts is not None else tuple(str(c) for c in frame.columns)
         if (not spec.allow_extra_columns and set(columns) - declared) or not needed <= set(columns):
             alone(index)  # unexpected columns (a read error) or an optional column a rule needs
             continue
-        layouts.setdefault(columns, []).append((index, frame, time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        if parts is not None:
+            simple.setdefault(columns, []).append((index, parts, seconds))
+        else:
+            read.setdefault(columns, []).append((index, frame, seconds))
 
-    for columns, members in layouts.items():
-        for part in _bounded(members):
-            for index in _screen(spec, list(columns), part, items, reports, sample_size):
+    for columns, members in simple.items():
+        for part in _bounded(members, rows=lambda parts: parts.rows):
+            started = time.perf_counter()
+            try:
+                frame = read_simple_tables([parts for _, parts, _ in part], delimiter=options["delimiter"])
+            except Exception:  # noqa: BLE001 - cannot happen for files simple_csv accepted; stay exact anyway
+                for index, _, _ in part:
+                    alone(index)
+                continue
+            share = (time.perf_counter() - started) / len(part)
+            meta = [(index, seconds + share) for index, _, seconds in part]
+            for index in _screen(spec, list(columns), frame, [p.rows for _, p, _ in part], meta, items, reports,
+                                 sample_size):
+                alone(index)
+    for columns, members in read.items():
+        for part in _bounded(members, rows=len):
+            import pandas as pd
+
+            frames = [frame for _, frame, _ in part]
+            frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            frame.attrs["formula_candidates"] = any(f.attrs.get("formula_candidates", True) for f in frames)
+            meta = [(index, seconds) for index, _, seconds in part]
+            for index in _screen(spec, list(columns), frame, [len(f) for f in frames], meta, items, reports,
+                                 sample_size):
                 alone(index)
     return reports
 
@@ -134,34 +169,34 @@ def _columns(expectation) -> list[str]:
     return [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
 
 
-def _bounded(members: list, max_rows: int = BATCH_MAX_ROWS):
-    part, rows = [], 0
+def _bounded(members: list, *, rows, max_rows: int = BATCH_MAX_ROWS):
+    """``members`` (``(index, file, seconds)``) in consecutive parts of at most ``max_rows`` rows."""
+    part, total = [], 0
     for member in members:
-        if part and rows + len(member[1]) > max_rows:
+        if part and total + rows(member[1]) > max_rows:
             yield part
-            part, rows = [], 0
+            part, total = [], 0
         part.append(member)
-        rows += len(member[1])
+        total += rows(member[1])
     if part:
         yield part
 
 
-def _screen(spec: SuiteSpec, columns: list[str], part: list, items: list, reports: list, sample_size: int) -> list[int]:
-    """Screen the frames of ``part`` in one pass; write the clean files' reports, return the others' indexes."""
+def _screen(spec: SuiteSpec, columns: list[str], frame, lengths: list[int], meta: list[tuple[int, float]],
+            items: list, reports: list, sample_size: int) -> list[int]:
+    """Screen ``frame`` (the files' rows in order, ``lengths`` rows each; ``meta``: their index and
+    read seconds) in one pass; write the clean files' reports, return the others' indexes."""
     import numpy as np
-    import pandas as pd
 
     started = time.perf_counter()
-    frames = [frame for _, frame, _ in part]
-    lengths = np.array([len(f) for f in frames], dtype=np.int64)
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    segment = np.repeat(np.arange(len(part)), lengths)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    segment = np.repeat(np.arange(len(meta)), lengths)
 
     def per_file(mask) -> np.ndarray:
-        return np.bincount(segment, weights=np.asarray(mask, dtype=np.float64), minlength=len(part))
+        return np.bincount(segment, weights=np.asarray(mask, dtype=np.float64), minlength=len(meta))
 
     flagged = np.zeros(len(frame), dtype=bool)
-    if any(f.attrs.get("formula_candidates", True) for f in frames):
+    if frame.attrs.get("formula_candidates", True):
         flagged |= formula_rows(frame)
     typed = frame.copy(deep=False)
     present: dict[str, np.ndarray] = {}
@@ -179,12 +214,12 @@ def _screen(spec: SuiteSpec, columns: list[str], part: list, items: list, report
         else:
             unexpected, gaps = fast_rules.row_masks(expectation, typed)
         flagged |= unexpected
-        missing[i] = per_file(gaps) if gaps is not None else np.zeros(len(part))
+        missing[i] = per_file(gaps) if gaps is not None else np.zeros(len(meta))
     dirty = per_file(flagged) > 0
-    share = (time.perf_counter() - started) / len(part)
+    share = (time.perf_counter() - started) / len(meta)
 
     others = []
-    for k, (index, _, read_seconds) in enumerate(part):
+    for k, (index, read_seconds) in enumerate(meta):
         if dirty[k]:
             others.append(index)
             continue

@@ -84,6 +84,7 @@ class _Prescan:
     formula_candidates: bool  # some field may start with a formula character: scan the cells
     field_counts_ok: bool = False  # the vectorised count proved every record has the same width
     record_width: int | None = None  # that width (fields per record)
+    records: int | None = None  # non-blank records, header included, when field_counts_ok
 
 
 def read_table(
@@ -120,6 +121,69 @@ def read_table(
     import pandas as pd
 
     return pd.concat(chunks)
+
+
+@dataclass(frozen=True)
+class SimpleCsv:
+    """A small CSV file that :func:`read_simple_tables` parses together with others of its header."""
+
+    header: tuple[str, ...]
+    body: str  # the data lines, decoded, each ending in a line break
+    rows: int
+    formula_candidates: bool
+
+
+def simple_csv(path: str | Path, *, delimiter: str = ",", encoding: str = "utf-8",
+               required_columns: Sequence[str] | None = None, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               **_: Any) -> SimpleCsv | None:
+    """The parts of a CSV file whose records the pre-scan counted, or None.
+
+    It must pass the reader's whole-file checks with the fast field count (pre-scan, header, every
+    record as wide as the header; that count is quote-aware and skips blank lines as pandas does),
+    have no bare CR (pandas would end a record there, the count would not), and start with its
+    header line, unquoted. Then its data rows are the counted records minus the header, so many such
+    files can be parsed with one pandas call (:func:`read_simple_tables`, which checks the total).
+    None for anything else, including every file the reader would refuse: :func:`read_table`
+    reads it (and raises its error).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data or data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    try:
+        scan = _prescan_csv(path, delimiter, encoding, max_line_bytes)
+        text_encoding = "utf-8-sig" if scan.has_bom else encoding
+        header = _csv_header(path, delimiter, text_encoding, required_columns)
+    except UnreadableFile:
+        return None
+    if not (scan.field_counts_ok and scan.record_width == len(header)) or not scan.records or scan.records < 2:
+        return None
+    first, newline, body = data.decode(text_encoding).partition("\n")
+    if not newline or not first.strip() or '"' in first or not body.strip():
+        return None
+    if not body.endswith("\n"):
+        body += "\n"
+    return SimpleCsv(tuple(header), body, scan.records - 1, scan.formula_candidates)
+
+
+def read_simple_tables(files: Sequence[SimpleCsv], *, delimiter: str = ",") -> pd.DataFrame:
+    """One DataFrame of text cells for simple files of one header (see :func:`simple_csv`), their rows
+    in order, as :func:`read_table` would give each. :raises ValueError: the rows do not add up."""
+    import io
+
+    import pandas as pd
+
+    header = files[0].header
+    if any(f.header != header for f in files):
+        raise ValueError("simple files of one batch must share their header")
+    frame = pd.read_csv(
+        io.StringIO("".join(f.body for f in files)), sep=delimiter, header=None, names=list(header), dtype=str,
+        keep_default_na=False, na_values=[""], skip_blank_lines=True, engine="c",
+    )
+    if len(frame) != sum(f.rows for f in files):
+        raise ValueError(f"simple files gave {len(frame)} rows, expected {sum(f.rows for f in files)}")
+    frame.attrs["formula_candidates"] = any(f.formula_candidates for f in files)
+    return frame
 
 
 def iter_table_chunks(
@@ -373,6 +437,7 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
         formula_candidates=candidates,
         field_counts_ok=counter is not None and counter.all_records_equal(),
         record_width=None if counter is None or counter.width is None else counter.width + 1,
+        records=None if counter is None else counter.records,
     )
 
 

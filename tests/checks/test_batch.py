@@ -135,3 +135,48 @@ def test_errors_of_one_file_do_not_cost_the_others_their_reports(tmp_path):
     assert isinstance(reports[1], FileNotFoundError)
     with pytest.raises(FileNotFoundError):
         validate_files([(good, None), (missing, None)], "invoice")
+
+
+def test_simple_files_parsed_together_give_the_cells_read_table_gives(tmp_path):
+    """read_simple_tables (one pandas call for many files) against read_table file by file."""
+    from include.checks.reading import read_simple_tables, read_table, simple_csv
+    from include.checks.runner import read_options
+
+    header, rows = valid_rows("invoice", 6, seed=11)
+    body = csv_text(header, rows)
+    notes = header.index("notes")
+    quoted = [list(r) for r in rows]
+    quoted[2][notes] = 'line one\nline "two", with a comma'
+    contents = {
+        "plain.csv": body.encode(),
+        "crlf.csv": csv_text(header, rows, line_end="\r\n").encode(),
+        "bom.csv": b"\xef\xbb\xbf" + body.encode(),
+        "no-final-newline.csv": body.rstrip("\n").encode(),
+        "blank-lines.csv": body.replace("\n", "\n\n", 4).encode() + b"\n\n",
+        "quoted-newline.csv": csv_text(header, quoted).encode(),
+        "bare-cr.csv": body.replace("\n", "\r", 3).encode(),  # pandas ends records at a bare CR
+        "quoted-header.csv": ('"' + header[0] + '",' + ",".join(header[1:]) + "\n").encode() + body.split("\n", 1)[1].encode(),
+        "leading-blank.csv": b"\n" + body.encode(),
+        "ragged.csv": (body + "INV-9,2026-01-01\n").encode(),
+    }
+    options = {**read_options(load_suite("invoice")), "number_columns": ()}
+    parts = {}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        parts[name] = simple_csv(tmp_path / name, **options)
+    not_simple = {"bare-cr.csv", "quoted-header.csv", "leading-blank.csv", "ragged.csv"}
+    assert {n for n, p in parts.items() if p is None} == not_simple
+    simple = [n for n in contents if n not in not_simple]
+    together = read_simple_tables([parts[n] for n in simple], delimiter=",")
+    start = 0
+    for name in simple:
+        alone = read_table(tmp_path / name, "csv", **options)
+        chunk = together.iloc[start:start + len(alone)].reset_index(drop=True)
+        start += len(alone)
+        assert list(chunk.columns) == list(alone.columns), name
+        assert chunk.astype(object).where(chunk.notna(), None).values.tolist() == \
+            alone.astype(object).where(alone.notna(), None).values.tolist(), name
+    assert start == len(together)
+    reports = validate_files([(tmp_path / n, None) for n in contents], "invoice")
+    for name, report in zip(contents, reports):
+        assert _plain(report) == _plain(_reference(tmp_path / name, "invoice")), name
