@@ -247,28 +247,23 @@ def _update_rows(conn: Any, rows: Sequence[dict], types: dict[str, Any],
     """
     names = list(types)
     out: list = []
-    if not rows:
-        return out
-    if _is_postgres(conn):
-        for chunk in _chunks(rows):
-            batch = values(*(column(name, types[name]) for name in names), name="batch").data(
-                [tuple(row[name] for name in names) for row in chunk])
-            src = SimpleNamespace(**{name: cast(batch.c[name], types[name]) for name in names})
-            where, assignments = build(src)
-            stmt = update(intake_files).where(intake_files.c.id == src.id, *where).values(**assignments)
-            if returning:
-                out.extend(conn.execute(stmt.returning(*returning)).all())
-            else:
-                conn.execute(stmt)
-        return out
-    for row in rows:
-        src = SimpleNamespace(**{name: literal(row[name], types[name]) for name in names})
+
+    def run(src: SimpleNamespace) -> None:
         where, assignments = build(src)
         stmt = update(intake_files).where(intake_files.c.id == src.id, *where).values(**assignments)
         if returning:
             out.extend(conn.execute(stmt.returning(*returning)).all())
         else:
             conn.execute(stmt)
+
+    if _is_postgres(conn):
+        for chunk in _chunks(rows):
+            batch = values(*(column(name, types[name]) for name in names), name="batch").data(
+                [tuple(row[name] for name in names) for row in chunk])
+            run(SimpleNamespace(**{name: cast(batch.c[name], types[name]) for name in names}))
+    else:
+        for row in rows:
+            run(SimpleNamespace(**{name: literal(row[name], types[name]) for name in names}))
     return out
 
 
