@@ -219,6 +219,15 @@ def _chunks(items: Sequence, size: int = BATCH_CHUNK):
         yield items[start:start + size]
 
 
+def _entries_by_id(conn: Any, ids: Sequence[int]) -> dict[int, LedgerEntry]:
+    """The stored entries of ``ids`` (those that exist), by id, read in chunks."""
+    found: dict[int, LedgerEntry] = {}
+    for chunk in _chunks(ids):
+        for row in conn.execute(select(intake_files).where(intake_files.c.id.in_(chunk))):
+            found[row.id] = LedgerEntry.from_row(row)
+    return found
+
+
 def _update_returning(conn: Any, ids: Sequence[int], conditions: Sequence[Any], values: dict) -> dict[int, LedgerEntry]:
     """``UPDATE intake_files SET values WHERE id IN ids AND conditions RETURNING *`` in chunks:
     the entries that matched, by id."""
@@ -307,9 +316,7 @@ class Ledger:
         found: dict[int, LedgerEntry] = {}
         if ids:
             with self.engine.connect() as conn:
-                for chunk in _chunks(ids):
-                    for row in conn.execute(select(intake_files).where(intake_files.c.id.in_(chunk))):
-                        found[row.id] = LedgerEntry.from_row(row)
+                found = _entries_by_id(conn, ids)
         missing = [i for i in ids if i not in found]
         if missing:
             raise LookupError(f"no intake ledger entries {missing}")
@@ -905,10 +912,7 @@ class Ledger:
                     error=func.coalesce(src.error, c.error), status=func.coalesce(src.new_status, c.status),
                     updated_at=now)),
             )
-            stored: dict[int, LedgerEntry] = {}
-            for chunk in _chunks(ids):
-                for row in conn.execute(select(intake_files).where(c.id.in_(chunk))):
-                    stored[row.id] = LedgerEntry.from_row(row)
+            stored = _entries_by_id(conn, ids)
         return {i: stored[i] for i in ids if i in stored}
 
     def mark_moved_many(self, entry_ids: Iterable[int]) -> dict[int, LedgerEntry]:
@@ -921,10 +925,7 @@ class Ledger:
         with self.engine.begin() as conn:
             out = _update_returning(conn, ids, [c.closed_at.is_(None), c.target_status.is_not(None)],
                                     dict(status=c.target_status, closed_at=now, updated_at=now))
-            rest = [i for i in ids if i not in out]
-            for chunk in _chunks(rest):
-                for row in conn.execute(select(intake_files).where(c.id.in_(chunk))):
-                    out[row.id] = LedgerEntry.from_row(row)
+            out.update(_entries_by_id(conn, [i for i in ids if i not in out]))
         return {i: out[i] for i in ids if i in out}
 
     @staticmethod
