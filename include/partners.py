@@ -199,6 +199,12 @@ class Partner(_Strict):
                 return doc_type
         return None
 
+    def settings(self, use_case: str) -> CatalogSettings | None:
+        """This partner's settings section for ``use_case``, None when it does not take part."""
+        if use_case != "catalog_sync":
+            raise KeyError(f"unknown use case {use_case!r}; known: catalog_sync")
+        return self.catalog
+
     @property
     def contact_emails(self) -> list[str]:
         return [contact.email for contact in self.contacts]

@@ -56,7 +56,7 @@ def _due_at(version: dict[str, Any], deadline_hours: int) -> str:
 
 def diff_item_payload(partner, version: dict[str, Any], diff, *, dag_id: str, run_id: str) -> dict[str, Any]:
     """The TG item that carries a version's diff and asks for the retailer's acknowledgement."""
-    settings = partner.catalog
+    settings = partner.settings("catalog_sync")
     label = KIND_LABELS[version["kind"]]
     attention = diff.needs_attention
     body = "\n".join(
@@ -141,7 +141,7 @@ def post_diff(engine, hook, partner, version_id: int, *, dag_id: str, run_id: st
     if version["status"] not in (t.VALIDATED, t.PENDING_ACK, t.ACKNOWLEDGED, t.DISPUTED):
         log.info("Version %s is %s: nothing to post", version_id, version["status"])
         return None
-    deadline_hours = partner.catalog.ack_deadline_hours
+    deadline_hours = partner.settings("catalog_sync").ack_deadline_hours
     if version["tg_item_id"]:
         log.info("Version %s already posted as TG item %s", version_id, version["tg_item_id"])
         return {"version_id": version_id, "item_id": version["tg_item_id"], "deadline_hours": deadline_hours}
@@ -151,7 +151,7 @@ def post_diff(engine, hook, partner, version_id: int, *, dag_id: str, run_id: st
         store.version_frame(engine, version_id),
         store.accepted_frame(engine, partner.key, kind.name),
         kind,
-        partner.catalog.price_change_threshold_pct,
+        partner.settings("catalog_sync").price_change_threshold_pct,
     )
     item, created = hook.create_item(diff_item_payload(partner, version, diff, dag_id=dag_id, run_id=run_id))
     with tempfile.TemporaryDirectory(prefix="catalog-diff-") as tmp:
@@ -253,7 +253,7 @@ def _check_file(engine, hook, partner, fetched, *, inbox, as_of, tolerance_days:
     from include.catalog.checks import file_format, iter_mapped_chunks, validate_catalog_file
 
     kind = KINDS[fetched.doc_type]
-    column_map = partner.catalog.column_map.model_dump()
+    column_map = partner.settings("catalog_sync").column_map.model_dump()
     version, created = store.register_version(
         engine, partner_key=partner.key, kind=kind.name, sha256=fetched.sha256, file_name=fetched.file_name,
         size=fetched.size, sent_at=datetime.fromtimestamp(inbox.entry(fetched).mtime or 0, timezone.utc),
