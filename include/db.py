@@ -10,23 +10,27 @@ metadata database. Where that database lives is resolved in this order:
 
 Airflow is imported only for step 3, so this module works in plain Python (tests, scripts).
 
-Every project table is declared on :data:`metadata`; :func:`ensure_schema` creates the ones that
-are missing. A module that declares tables must be imported before calling it (the intake ledger is
-imported here, so its tables are always included).
+Every project table is declared on :data:`metadata` by the module that owns it;
+``include.schema.ensure_schema`` imports those modules and creates what is missing (through
+:func:`create_tables`). This module imports no table module, so any of them can import it.
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import MetaData, create_engine
 
 if TYPE_CHECKING:
+    from sqlalchemy import Table
     from sqlalchemy.engine import Engine
 
 EXCHANGE_DB_CONN_ID = "exchange_db"
 EXCHANGE_DB_URL_ENV = "EXCHANGE_DB_URL"
+# The one advisory lock every schema creation takes (any constant works; it only must be shared).
+SCHEMA_LOCK_KEY = 742017
 
 # Deterministic constraint names keep migrations and error messages readable on every backend.
 metadata = MetaData(
@@ -114,16 +118,13 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
-def ensure_schema(engine: Engine | None = None) -> None:
-    """Create every project table declared on :data:`metadata` that does not exist yet (idempotent).
+def create_tables(engine: Engine, tables: Sequence[Table] | None = None) -> None:
+    """Create the given tables of :data:`metadata` (all declared so far when ``None``) that are missing.
 
-    Modules declaring tables register them on import; the intake ledger is always included.
+    Idempotent; on PostgreSQL it holds a transaction-level advisory lock, because parallel tasks
+    creating the same tables at once fail on ``pg_type`` races otherwise.
     """
-    import include.intake.ledger  # noqa: F401  (registers the ledger tables on metadata)
-
-    engine = engine or get_engine()
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            # Parallel tasks may call this at once; CREATE TABLE races fail on pg_type otherwise.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(742017)")
-        metadata.create_all(conn, checkfirst=True)
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        metadata.create_all(conn, tables=tables, checkfirst=True)

@@ -289,7 +289,7 @@ def items_table():
 
 
 def _ensure_items_table(engine) -> None:
-    from include.db import ensure_schema
+    from include.schema import ensure_schema
 
     items_table()
     ensure_schema(engine)
@@ -1035,7 +1035,7 @@ def _sync_state():
 def _read_cursor(engine) -> str | None:
     from sqlalchemy import select
 
-    from include.db import ensure_schema
+    from include.schema import ensure_schema
 
     table = _sync_state()
     ensure_schema(engine)

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="SQLAlchemy URL of the project database")
     args = parser.parse_args(argv)
 
-    from include.db import ensure_schema, get_engine
+    from include.db import get_engine
+    from include.schema import ensure_schema
 
     engine = get_engine(args.db)
     ensure_schema(engine)

@@ -24,8 +24,8 @@ def _env_float(name: str) -> float | None:
 
 
 def engine():
-    import include.catalog.tables  # noqa: F401  (registers the catalog tables before ensure_schema)
-    from include.db import ensure_schema, get_engine
+    from include.db import get_engine
+    from include.schema import ensure_schema
 
     db = get_engine()
     ensure_schema(db)

@@ -61,7 +61,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from include.db import metadata
+from include.db import create_tables, metadata
 from include.intake.errors import LedgerStateError
 
 SEEN = "seen"
@@ -298,9 +298,8 @@ class Ledger:
     def __init__(self, engine: Any, *, create_schema: bool = True) -> None:
         self.engine = engine
         if create_schema:
-            from include.db import ensure_schema
-
-            ensure_schema(engine)
+            # Only its own table: the whole schema is include.schema's job (which imports this module).
+            create_tables(engine, [intake_files])
 
     # ---- reading ---------------------------------------------------------------------------
     def get(self, entry_id: int) -> LedgerEntry:

@@ -3,7 +3,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from include import document_delivery as dd
-from include.db import ensure_schema
+from include.schema import ensure_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -36,7 +36,8 @@ def make_partner(registry):
 
 @pytest.fixture(scope="session")
 def pg_ledger_engine(pg_url):
-    from include.db import ensure_schema, get_engine
+    from include.db import get_engine
+    from include.schema import ensure_schema
 
     engine = get_engine(pg_url)
     ensure_schema(engine)

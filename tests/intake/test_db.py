@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import inspect
 
 from include import db
+from include.schema import ensure_schema
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +50,10 @@ def test_engine_is_cached_per_url(tmp_path):
 
 def test_ensure_schema_is_idempotent_on_postgres(pg_url):
     engine = db.get_engine(pg_url)
-    db.ensure_schema(engine)
-    db.ensure_schema(engine)
+    ensure_schema(engine)
+    ensure_schema(engine)
     inspector = inspect(engine)
-    assert "intake_files" in inspector.get_table_names()
+    assert {"intake_files", "catalog_versions", "downstream_prices"} <= set(inspector.get_table_names())
     indexes = {ix["name"]: ix for ix in inspector.get_indexes("intake_files")}
     assert indexes["uq_intake_files_open_path"]["unique"]
     assert any(c["name"] == "uq_intake_files_partner_key_content_key" for c in inspector.get_unique_constraints("intake_files"))
