@@ -14,6 +14,12 @@ Usage::
     acme.folders.inbound                       # '/partners/acme/inbound'
     acme.document_type_for("INV-0001.csv")     # DocumentType(type='invoice', ...)
     registry.by_tg_partner_id("P-ACME")        # the same partner
+    acme.settings("catalog_sync")              # CatalogSettings(schedule='@daily', ...), or None
+    registry.taking_part("catalog_sync")       # enabled partners with a catalog_sync section
+
+Use-case settings live in a partner's ``use_cases:`` mapping, one section per use case, each
+validated by the model :mod:`include.use_cases` names for it; so adding a use case adds no field
+here. What every use case shares (folders, readiness, outbound ``delivery``) is on :class:`Partner`.
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import TypedDict
+
+from include import use_cases as _use_cases
+from include.settings_base import StrictModel
 
 DEFAULT_REGISTRY_PATH = Path(__file__).resolve().parent / "config" / "partners.yaml"
 REGISTRY_ENV = "PARTNER_REGISTRY"
@@ -51,11 +61,12 @@ class RegistryError(ValueError):
     """The partner registry file cannot be read or does not validate; the message names the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+#: How a partner marks a file complete: nothing, ``NAME.done`` after NAME, or ``NAME.sha256``
+#: holding the hex sha256 of NAME.
+Marker = Literal["none", "done", "manifest"]
 
 
-class Folders(_Strict):
+class Folders(StrictModel):
     """Absolute remote paths of a partner's folders on the exchange SFTP server."""
 
     inbound: str
@@ -97,7 +108,7 @@ class Folders(_Strict):
                 "quarantine": self.quarantine}
 
 
-class DocumentType(_Strict):
+class DocumentType(StrictModel):
     """A kind of document a partner sends, recognised by file-name globs."""
 
     type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -125,50 +136,36 @@ class DocumentType(_Strict):
         return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.patterns)
 
 
-class Readiness(_Strict):
+class Readiness(StrictModel):
     """When a file in the inbound folder counts as completely written."""
 
     min_age_seconds: Annotated[int, Field(ge=0)] = 60
     stable_polls: Annotated[int, Field(ge=1)] = 2
-    marker: Literal["none", "done", "manifest"] = "none"
+    marker: Marker = "none"
     temp_suffixes: tuple[str, ...] = DEFAULT_TEMP_SUFFIXES
 
 
-class Contact(_Strict):
+class Contact(StrictModel):
     name: str
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
     role: str = "operations"
 
 
-class ColumnMaps(_Strict):
-    """Partner column name → our column name, per catalog feed."""
+class Delivery(StrictModel):
+    """How we put files into the partner's outbound folder (shared by every use case)."""
 
-    catalog: dict[str, str] = Field(default_factory=dict)
-    price_list: dict[str, str] = Field(default_factory=dict)
-    promotions: dict[str, str] = Field(default_factory=dict)
-
-
-class CatalogSettings(_Strict):
-    """Optional settings of the catalog-sync use case."""
-
-    schedule: str = "@daily"
-    price_change_threshold_pct: Annotated[float, Field(gt=0)] = 20
-    ack_deadline_hours: Annotated[int, Field(gt=0)] = 48
-    column_map: ColumnMaps = Field(default_factory=ColumnMaps)
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron_or_preset(cls, value: str) -> str:
-        if value.startswith("@"):
-            if value not in ("@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"):
-                raise ValueError(f"unknown schedule preset {value!r}")
-            return value
-        if len(value.split()) != 5:
-            raise ValueError("must be a cron expression with 5 fields or a preset like '@daily'")
-        return value
+    marker: Marker = "none"
+    pickup: Literal["removes", "keeps"] = "removes"  # the partner removes (or moves) the files it took
+    pickup_alert_hours: Annotated[int, Field(gt=0)] = 24  # "not picked up after N hours" becomes visible
 
 
-class Partner(_Strict):
+# One optional key per use case, each validated by its settings model: errors carry the path
+# (use_cases.catalog_sync.ack_deadline_hours) and the value is a plain dict of settings objects.
+_UseCaseSections = TypedDict("_UseCaseSections", dict(_use_cases.SETTINGS_MODELS), total=False)
+_UseCaseSections.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+
+
+class Partner(StrictModel):
     """One trading partner."""
 
     key: Annotated[str, Field(pattern=_SLUG)]
@@ -180,7 +177,8 @@ class Partner(_Strict):
     document_types: Annotated[list[DocumentType], Field(min_length=1)]
     readiness: Readiness = Field(default_factory=Readiness)
     contacts: list[Contact] = Field(default_factory=list)
-    catalog: CatalogSettings | None = None
+    delivery: Delivery = Field(default_factory=Delivery)
+    use_cases: _UseCaseSections = Field(default_factory=dict)  # dict[str, BaseModel], see include.use_cases
 
     @field_validator("document_types")
     @classmethod
@@ -192,6 +190,17 @@ class Partner(_Strict):
             seen.add(doc_type.type)
         return value
 
+    @field_validator("use_cases", mode="before")
+    @classmethod
+    def _known_use_cases(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value  # the TypedDict reports the wrong type
+        for name in value:
+            if name not in _use_cases.SETTINGS_MODELS:
+                raise ValueError(f"unknown use case {name!r}; known: {', '.join(_use_cases.known_use_cases())}")
+        # `catalog_sync:` with nothing after it means "takes part, with the defaults".
+        return {name: {} if section is None else section for name, section in value.items()}
+
     def document_type_for(self, file_name: str) -> DocumentType | None:
         """The first document type whose globs match ``file_name`` (registry order), else None."""
         for doc_type in self.document_types:
@@ -199,18 +208,18 @@ class Partner(_Strict):
                 return doc_type
         return None
 
-    def settings(self, use_case: str) -> CatalogSettings | None:
-        """This partner's settings section for ``use_case``, None when it does not take part."""
-        if use_case != "catalog_sync":
-            raise KeyError(f"unknown use case {use_case!r}; known: catalog_sync")
-        return self.catalog
+    def settings(self, use_case: str) -> BaseModel | None:
+        """This partner's settings for ``use_case`` (its model in include.use_cases), None when it
+        does not take part; KeyError for a name that is no use case (a typo must not read as "off")."""
+        _use_cases.settings_model(use_case)
+        return self.use_cases.get(use_case)
 
     @property
     def contact_emails(self) -> list[str]:
         return [contact.email for contact in self.contacts]
 
 
-class Registry(_Strict):
+class Registry(StrictModel):
     """All partners, in file order. Iterate it, or look partners up by key or TG partner id."""
 
     partners: Annotated[list[Partner], Field(min_length=1)]
@@ -260,9 +269,9 @@ class Registry(_Strict):
     def enabled(self) -> list[Partner]:
         return [partner for partner in self.partners if partner.enabled]
 
-    def with_catalog(self) -> list[Partner]:
-        """Enabled partners taking part in catalog sync (those with a ``catalog`` block)."""
-        return [partner for partner in self.partners if partner.enabled and partner.catalog is not None]
+    def taking_part(self, use_case: str) -> list[Partner]:
+        """Enabled partners with a ``use_cases.<use_case>`` section, in file order."""
+        return [partner for partner in self.partners if partner.enabled and partner.settings(use_case) is not None]
 
 
 def _location(loc: tuple) -> str:

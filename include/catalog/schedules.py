@@ -1,4 +1,4 @@
-"""Which catalog_sync DAG runs which partner, from the registry's ``catalog.schedule``.
+"""Which catalog_sync DAG runs which partner, from each partner's ``use_cases.catalog_sync.schedule``.
 
 ``catalog_sync`` runs every partner on the default daily cycle; a partner whose registry entry
 names another schedule gets its own DAG ``catalog_sync__<key>`` with that cycle. Light on purpose
@@ -6,6 +6,7 @@ names another schedule gets its own DAG ``catalog_sync__<key>`` with that cycle.
 """
 from __future__ import annotations
 
+USE_CASE = "catalog_sync"  # the registry section (include/use_cases.py)
 DEFAULT_DAG_ID = "catalog_sync"
 DEFAULT_SCHEDULE = "@daily"
 PRESETS = {
@@ -23,7 +24,7 @@ def cron_of(schedule: str) -> str:
 
 
 def dag_id_for(partner) -> str:
-    if cron_of(partner.catalog.schedule) == cron_of(DEFAULT_SCHEDULE):
+    if cron_of(partner.settings(USE_CASE).schedule) == cron_of(DEFAULT_SCHEDULE):
         return DEFAULT_DAG_ID
     return f"{DEFAULT_DAG_ID}__{partner.key}"
 
@@ -34,8 +35,8 @@ def catalog_dags(registry=None) -> dict[str, str]:
 
     registry = registry or load_registry()
     dags = {DEFAULT_DAG_ID: cron_of(DEFAULT_SCHEDULE)}
-    for partner in registry.with_catalog():
-        dags.setdefault(dag_id_for(partner), cron_of(partner.catalog.schedule))
+    for partner in registry.taking_part(USE_CASE):
+        dags.setdefault(dag_id_for(partner), cron_of(partner.settings(USE_CASE).schedule))
     return dags
 
 
@@ -44,4 +45,4 @@ def partners_of(dag_id: str, registry=None) -> list[str]:
     from include.partners import load_registry
 
     registry = registry or load_registry()
-    return [p.key for p in registry.with_catalog() if dag_id_for(p) == dag_id]
+    return [p.key for p in registry.taking_part(USE_CASE) if dag_id_for(p) == dag_id]

@@ -1,12 +1,18 @@
 """Partner registry: the demo file loads, and each kind of mistake names its field."""
 from __future__ import annotations
 
+import ast
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
 
-from include.partners import DEFAULT_REGISTRY_PATH, RegistryError, load_registry, parse_registry
+from include.catalog.settings import CatalogSettings
+from include.partners import DEFAULT_REGISTRY_PATH, Partner, RegistryError, load_registry, parse_registry
+from include.use_cases import SETTINGS_MODELS
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
 
 
 @pytest.fixture
@@ -34,12 +40,17 @@ def test_demo_registry_has_the_demo_partners():
     assert registry.by_tg_partner_id("P-GLOBEX").key == "globex"
     assert registry.get("globex").readiness.marker == "done"
     assert registry.get("initech").readiness.marker == "manifest"
-    # the optional catalog block: defaults and overrides
-    assert registry.get("acme").catalog.schedule == "@daily"
-    assert registry.get("initech").catalog.price_change_threshold_pct == 15
-    assert registry.get("acme").catalog.column_map.price_list["Net Price"] == "price"
-    assert registry.get("globex").catalog is None
-    assert [p.key for p in registry.with_catalog()] == ["acme", "initech"]
+    # the optional use-case sections: defaults and overrides
+    assert isinstance(acme.settings("catalog_sync"), CatalogSettings)
+    assert acme.settings("catalog_sync").schedule == "@daily"
+    assert registry.get("initech").settings("catalog_sync").price_change_threshold_pct == 15
+    assert acme.settings("catalog_sync").column_map.price_list["Net Price"] == "price"
+    assert registry.get("globex").settings("catalog_sync") is None
+    assert [p.key for p in registry.taking_part("catalog_sync")] == ["acme", "initech"]
+    # outbound delivery, shared by every use case
+    assert (acme.delivery.marker, acme.delivery.pickup, acme.delivery.pickup_alert_hours) == ("none", "removes", 24)
+    assert registry.get("globex").delivery.marker == "done"
+    assert registry.get("initech").delivery.marker == "manifest"
 
 
 def test_env_variable_overrides_the_default_path(tmp_path, raw, monkeypatch):
@@ -66,6 +77,10 @@ def test_defaults_are_filled_in(raw):
     assert globex.enabled is True
 
 
+def _catalog(data) -> dict:
+    return data["partners"][0]["use_cases"]["catalog_sync"]
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [
@@ -85,9 +100,18 @@ def test_defaults_are_filled_in(raw):
         (lambda d: d["partners"][1]["folders"].update(quarantine="/partners/acme/quarantine"), "overlaps a folder of 'acme'"),
         (lambda d: d["partners"][0]["contacts"][0].update(email="not-an-address"), "partners[0].contacts[0].email:"),
         (lambda d: d["partners"][0]["readiness"].update(stable_polls=0), "partners[0].readiness.stable_polls:"),
-        (lambda d: d["partners"][0]["catalog"].update(schedule="daily"), "partners[0].catalog.schedule: must be a cron expression"),
-        (lambda d: d["partners"][0]["catalog"]["column_map"].update(stock={"a": "b"}), "partners[0].catalog.column_map.stock: unknown key"),
-        (lambda d: d["partners"][0]["catalog"].update(price_change_threshold_pct=-5), "partners[0].catalog.price_change_threshold_pct:"),
+        (lambda d: _catalog(d).update(schedule="daily"), "partners[0].use_cases.catalog_sync.schedule: must be a cron expression"),
+        (lambda d: _catalog(d)["column_map"].update(stock={"a": "b"}), "partners[0].use_cases.catalog_sync.column_map.stock: unknown key"),
+        (lambda d: _catalog(d).update(price_change_threshold_pct=-5), "partners[0].use_cases.catalog_sync.price_change_threshold_pct:"),
+        (lambda d: _catalog(d).update(ack_deadline_hours=0),
+         "partners[0].use_cases.catalog_sync.ack_deadline_hours: Input should be greater than 0"),
+        (lambda d: _catalog(d).update(colour="red"), "partners[0].use_cases.catalog_sync.colour: unknown key"),
+        (lambda d: d["partners"][0]["use_cases"].update(stock_sync={}), "partners[0].use_cases: unknown use case 'stock_sync'; known: catalog_sync"),
+        (lambda d: d["partners"][0].update(catalog={"schedule": "@daily"}), "partners[0].catalog: unknown key"),  # the old block
+        (lambda d: d["partners"][0].update(use_cases=["catalog_sync"]), "partners[0].use_cases:"),
+        (lambda d: d["partners"][1]["delivery"].update(marker="flag"), "partners[1].delivery.marker: Input should be 'none', 'done' or 'manifest'"),
+        (lambda d: d["partners"][1]["delivery"].update(pickup="deletes"), "partners[1].delivery.pickup:"),
+        (lambda d: d["partners"][1]["delivery"].update(pickup_alert_hours=0), "partners[1].delivery.pickup_alert_hours: Input should be greater than 0"),
         (lambda d: d.update(partners=[]), "partners:"),
     ],
 )
@@ -129,3 +153,47 @@ def test_a_loaded_registry_is_reused_until_the_file_changes(tmp_path, raw):
     write(tmp_path, raw)
     with pytest.raises(RegistryError, match="archive"):
         load_registry(path)  # an invalid edit is an error, not the cached good version
+
+
+def test_an_empty_section_takes_part_with_the_defaults(raw):
+    raw["partners"][1]["use_cases"] = {"catalog_sync": None}  # `catalog_sync:` with nothing after it
+    raw["partners"][2]["enabled"] = False
+    registry = parse_registry(raw)
+    assert registry.get("globex").settings("catalog_sync") == CatalogSettings()
+    assert [p.key for p in registry.taking_part("catalog_sync")] == ["acme", "globex"]  # initech disabled
+
+
+def test_a_use_case_name_that_does_not_exist_is_an_error_not_none():
+    with pytest.raises(KeyError, match="unknown use case 'catalog'; known: catalog_sync"):
+        load_registry().get("acme").settings("catalog")
+    with pytest.raises(KeyError, match="unknown use case"):
+        load_registry().taking_part("catalog")
+
+
+def test_adding_a_use_case_adds_no_field_to_partner():
+    # No use case's settings are a Partner field: they all go through the one `use_cases` mapping.
+    assert set(Partner.model_fields).isdisjoint(SETTINGS_MODELS)
+    assert {"catalog", "catalog_sync"}.isdisjoint(Partner.model_fields)
+    # include/partners.py reaches use-case packages only through include.use_cases.
+    use_case_packages = {path.parent.name for path in INCLUDE.glob("*/settings.py")}
+    assert "catalog" in use_case_packages
+    imported = _imported_modules(INCLUDE / "partners.py")
+    assert "include.use_cases" in imported
+    reached = {name.split(".")[1] for name in imported if name.startswith("include.") and name.count(".") >= 1}
+    assert reached.isdisjoint(use_case_packages), reached
+    # ... and include/use_cases.py imports every settings model it lists from its own package.
+    listed = {model.__module__ for model in SETTINGS_MODELS.values()}
+    assert listed <= _imported_modules(INCLUDE / "use_cases.py")
+    assert all(module.startswith("include.") and module.endswith(".settings") for module in listed)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in the file (TYPE_CHECKING blocks and functions too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
