@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.checks import fast_rules
 from include.checks.errors import UNEXPECTED_COLUMNS, UNREADABLE, UnreadableFile
+from include.checks.gx_session import gx_context, gx_session, take_setup_seconds  # noqa: F401  (gx_context: public here too)
 from include.checks.reading import (
     DEFAULT_MAX_LINE_BYTES,
     find_formula_cells,
@@ -60,8 +60,7 @@ _MAX_CACHED_SUITES = 64
 #: ``gx`` (great-expectations for every expectation), ``fast`` (the vectorised rules wherever they apply).
 ENGINES = ("auto", "gx", "fast")
 
-_gx_lock = threading.Lock()
-_gx_state: dict[str, Any] = {}
+_gx_suites_lock = threading.Lock()
 _gx_suites: dict[str, Any] = {}
 
 
@@ -173,41 +172,16 @@ def validate_dataframe(
         return _read_error_report(spec, file_name, exc.to_dict(), started)
 
 
-def gx_context():
-    """The per-process ephemeral GX context with the pandas datasource used by the runner (cached)."""
-    return _gx()["context"]
-
-
-def _gx() -> dict[str, Any]:
-    with _gx_lock:
-        if not _gx_state:
-            started = time.perf_counter()
-            # No usage statistics from workers (and no network calls that could hang a task).
-            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-            import great_expectations as gx
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-
-            context = gx.get_context(mode="ephemeral")
-            context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-            asset = context.data_sources.add_pandas(name="file_checks").add_dataframe_asset(name="partner_file")
-            _gx_state.update(
-                context=context,
-                batch_definition=asset.add_batch_definition_whole_dataframe("whole_frame"),
-                setup_seconds=time.perf_counter() - started,
-            )
-        return _gx_state
-
-
 def _gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec]):
     """Built GX suites cached per process, keyed by content (a changed JSON is a new key)."""
     key = json.dumps(
         [spec.name, [[spec.expectations.index(e), e.type, e.kwargs] for e in expectations]], sort_keys=True, default=str
     )
-    with _gx_lock:
+    with _gx_suites_lock:
         suite = _gx_suites.get(key)
     if suite is None:
         suite = build_gx_suite(spec, expectations)
-        with _gx_lock:
+        with _gx_suites_lock:
             if len(_gx_suites) >= _MAX_CACHED_SUITES:  # run-time parameterised suites: keep it bounded
                 _gx_suites.clear()
             _gx_suites[key] = suite
@@ -464,11 +438,11 @@ def _validate_frames(
             else:
                 run.append(expectation)
         if run:
-            state = _gx()
-            gx_setup = state.pop("setup_seconds", 0.0)
+            batch_definition = gx_session().batch_definition
+            gx_setup = take_setup_seconds()
             if gx_setup:
                 timings["gx_setup_seconds"] = round(gx_setup, 4)
-            batch = state["batch_definition"].get_batch(batch_parameters={"dataframe": typed})
+            batch = batch_definition.get_batch(batch_parameters={"dataframe": typed})
             outcome = batch.validate(
                 _gx_suite(spec, run),
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": _PARTIAL_UNEXPECTED},

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from include.checks.errors import InvalidSuite, UnknownSuite
+from include.checks.gx_session import gx_context
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
 COLUMN_TYPES = ("string", "number", "integer", "date")
@@ -225,8 +226,6 @@ def build_gx_suite(spec: SuiteSpec, expectations: list[ExpectationSpec] | None =
     :raises InvalidSuite: an unknown expectation type or kwargs the expectation class rejects.
     """
     import great_expectations as gx
-
-    from include.checks.runner import gx_context
 
     gx_context()  # GX suites need an active (here: the cached ephemeral) data context
     suite = gx.ExpectationSuite(name=spec.name)
