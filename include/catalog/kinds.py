@@ -1,7 +1,7 @@
 """The three catalog file kinds, how a file is recognised, and per-partner column mapping.
 
-A partner names its columns as it likes; the registry's ``catalog.column_map`` maps them to ours
-(``{kind: {partner_col: our_col}}``). Everything after reading a file works on our names only.
+A partner names its columns as it likes; the registry's ``use_cases.catalog_sync.column_map`` maps
+them to ours (``{kind: {partner_col: our_col}}``). Everything after reading a file works on our names only.
 """
 from __future__ import annotations
 
