@@ -5,7 +5,8 @@ Manufacturers and distributors drop catalogs, price lists and promotions (CSV or
 ``<inbound>/catalog/`` on the exchange SFTP server. Each run covers one **cycle** — its data
 interval (daily by default; a partner whose registry entry names another
 ``use_cases.catalog_sync.schedule`` has its own DAG ``catalog_sync__<partner>``) — and takes
-exactly the files that arrived during it, so a missed cycle can be backfilled (``catchup=True``, ``airflow backfill create``).
+exactly the files that arrived during it, so a missed cycle can be backfilled (``catchup=True``,
+``airflow backfill create``).
 
 Per partner (mapped):
 
