@@ -53,7 +53,7 @@ def test_ensure_schema_is_idempotent_on_postgres(pg_url):
     ensure_schema(engine)
     ensure_schema(engine)
     inspector = inspect(engine)
-    assert {"intake_files", "catalog_versions", "downstream_prices"} <= set(inspector.get_table_names())
+    assert {"intake_files", "catalog_versions", "downstream_prices", "exchange_journal"} <= set(inspector.get_table_names())
     indexes = {ix["name"]: ix for ix in inspector.get_indexes("intake_files")}
     assert indexes["uq_intake_files_open_path"]["unique"]
     assert any(c["name"] == "uq_intake_files_partner_key_content_key" for c in inspector.get_unique_constraints("intake_files"))
