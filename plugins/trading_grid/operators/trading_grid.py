@@ -4,6 +4,9 @@ Each is safe to rerun (cleared task, retry, overlapping backfill): the create co
 named by its ``external_ref``, a transition to the status the item already has succeeds, an identical
 comment or an attachment with the same sha256 is not posted twice. Each pushes the item page URL to
 XCom for the :class:`~trading_grid.links.TradingGridItemLink` button and returns a small dict.
+
+Many items at once (what DAGs post per run): :class:`~trading_grid.operators.bulk.TradingGridBulkPostOperator`,
+also importable from here.
 """
 from __future__ import annotations
 
@@ -14,6 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from trading_grid.links import ITEM_URL_XCOM_KEY, TradingGridItemLink
+from trading_grid.operators.bulk import TradingGridBulkPostOperator
+
+__all__ = [
+    "TradingGridAttachFileOperator",
+    "TradingGridBulkPostOperator",
+    "TradingGridCommentOperator",
+    "TradingGridCreateItemOperator",
+    "TradingGridTransitionOperator",
+]
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
