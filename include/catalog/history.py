@@ -1,9 +1,14 @@
-"""Print a partner's catalog history: each version, its checks, diff, decision and load.
+"""A partner's catalog history: each version, its checks, diff, decision and load, with its journal lines.
+
+A view on the exchange journal (:mod:`include.exchange.journal`): the versions come from
+``catalog_versions``, what happened to them from the journal lines of use case ``catalog_sync``.
 
     python -m include.catalog.history --partner acme [--kind price_list] [--json] [--db URL]
 
-The database is the project's (``--db``, else env EXCHANGE_DB_URL, else the ``exchange_db``
-connection). The same text is what the DAG's ``print_history`` task logs.
+finds the database as the journal command does (:func:`include.exchange.cli.command_db_url`) and
+creates nothing. For any file, item or period across use cases:
+``python -m include.exchange.journal --partner acme --use-case catalog_sync``. The same text is what
+the DAG's ``audit_trail`` task logs.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ def _ts(value) -> str:
 
 
 def format_history(partner_key: str, versions: list[dict[str, Any]]) -> str:
-    """Human-readable history, one block per version (oldest first)."""
+    """Human-readable history, one block per version (oldest first), its journal lines under it."""
     if not versions:
         return f"No catalog versions for partner {partner_key}."
     lines = [f"Catalog history of partner {partner_key}: {len(versions)} version(s)"]
@@ -44,18 +49,22 @@ def format_history(partner_key: str, versions: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from include.catalog import tables as t
+    from include.exchange.cli import CommandError, open_command_db, require_tables
+    from include.exchange.journal import journal_table
+
     parser = argparse.ArgumentParser(prog="python -m include.catalog.history", description=__doc__.splitlines()[0])
     parser.add_argument("--partner", required=True, help="partner registry key, e.g. acme")
     parser.add_argument("--kind", choices=["catalog", "price_list", "promotions"])
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--db", help="SQLAlchemy URL of the project database")
     args = parser.parse_args(argv)
-
-    from include.db import get_engine
-    from include.schema import ensure_schema
-
-    engine = get_engine(args.db)
-    ensure_schema(engine)
+    try:
+        engine = open_command_db(args.db)
+        require_tables(engine, t.catalog_versions.name, journal_table.name, what="catalog history")
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     versions = store.history(engine, args.partner, args.kind)
     if args.json:
         print(json.dumps(versions, default=str, indent=2))

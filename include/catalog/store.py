@@ -8,6 +8,13 @@ rerun, a cleared task or an overlapping backfill converges on the same rows:
   replaces the downstream rows, so a version is loaded at most once, whoever gets there first;
 - versions are ordered by when the partner sent them (``sent_at``), not by when a run got to them:
   a backfill that registers an older file after a newer one was accepted marks it superseded.
+
+The audit trail is the exchange journal (:mod:`include.exchange.journal`): each thing that happens
+to a version is a journal line (use case ``catalog_sync``, subject ``catalog_version:<id>``, the
+version's file name, sha256 and TG item), written in the transaction of the change it records.
+The catalog's own, finer event names (``checks_passed``, ``diff_posted``, ...) map onto the
+journal's vocabulary (:data:`JOURNAL_EVENTS`) and stay in the line's ``data``, so :func:`history`
+still tells them apart.
 """
 from __future__ import annotations
 
@@ -23,6 +30,27 @@ from sqlalchemy.exc import IntegrityError
 
 from include.catalog import tables as t
 from include.catalog.kinds import KINDS
+from include.exchange.journal import JournalEvent, JournalRow, journal_table, record
+
+USE_CASE = "catalog_sync"
+
+#: The catalog's event names -> the journal's vocabulary (the catalog's name is kept in ``data``).
+JOURNAL_EVENTS = {
+    "received": "received",
+    "checks_passed": "checked",
+    "checks_failed": "checked",
+    "staged": "staged",
+    "quarantined": "quarantined",
+    "superseded": "superseded",
+    "diff_posted": "item_posted",
+    "acknowledged": "acknowledged",
+    "resolved": "resolved",
+    "closed": "resolved",
+    "disputed": "disputed",
+    "escalated": "escalated",
+    "item_superseded_note": "commented",
+    "loaded": "loaded",
+}
 
 STAGE_BATCH = 5_000
 
@@ -49,10 +77,33 @@ def _row(result) -> dict[str, Any] | None:
     return out
 
 
-def add_event(conn, version_id: int, event: str, detail: str | None = None, actor: str | None = None, at=None) -> None:
-    conn.execute(
-        insert(t.catalog_events).values(version_id=version_id, at=at or utcnow(), event=event, actor=actor, detail=detail)
-    )
+def subject_key(version_id: int) -> str:
+    """The journal's subject of a catalog version."""
+    return f"catalog_version:{version_id}"
+
+
+def add_event(conn, version_id: int, event: str, detail: str | None = None, actor: str | None = None, at=None, *,
+              item_id: str | None = None, run_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    """Write one journal line about the version, in the caller's transaction.
+
+    ``item_id`` defaults to the version's TG item (a validation_failure case is not stored on the
+    version: pass its id).
+    """
+    if event not in JOURNAL_EVENTS:
+        raise ValueError(f"unknown catalog event {event!r}; known: {', '.join(JOURNAL_EVENTS)}")
+    version = conn.execute(
+        select(t.catalog_versions.c.partner_key, t.catalog_versions.c.kind, t.catalog_versions.c.file_name,
+               t.catalog_versions.c.sha256, t.catalog_versions.c.tg_item_id)
+        .where(t.catalog_versions.c.id == version_id)
+    ).mappings().first()
+    if version is None:
+        raise KeyError(f"no catalog version {version_id}")
+    record(conn, [JournalEvent(
+        JOURNAL_EVENTS[event], USE_CASE, version["partner_key"], file_name=version["file_name"],
+        sha256=version["sha256"], item_id=item_id or version["tg_item_id"], subject_key=subject_key(version_id),
+        run_id=run_id, actor=actor, detail=detail, at=at,
+        data={"catalog_event": event, "kind": version["kind"], "version_id": version_id, **(data or {})},
+    )])
 
 
 def get_version(engine, version_id: int) -> dict[str, Any]:
@@ -98,7 +149,8 @@ def register_version(
                     interval_end=interval_end, run_id=run_id,
                 )
             ).inserted_primary_key[0]
-            add_event(conn, new_id, "received", f"{file_name} ({size} bytes, sha256 {sha256[:12]}…) run {run_id}", at=now)
+            add_event(conn, new_id, "received", f"{file_name} ({size} bytes, sha256 {sha256[:12]}…) run {run_id}", at=now,
+                      run_id=run_id)
         created = True
     except IntegrityError:
         created = False
@@ -116,7 +168,8 @@ def record_checks(engine, version_id: int, *, passed: bool, summary: dict[str, A
             .values(status=status, checks_passed=passed, checks_summary=json.dumps(summary, default=str), row_count=row_count)
         ).rowcount
         if changed:
-            add_event(conn, version_id, "checks_passed" if passed else "checks_failed", _short(summary))
+            add_event(conn, version_id, "checks_passed" if passed else "checks_failed", _short(summary),
+                      data={"passed": passed, "rows": row_count})
     return get_version(engine, version_id)
 
 
@@ -310,10 +363,11 @@ def record_decision(engine, version_id: int, *, tg_status: str, actor: str | Non
     return get_version(engine, version_id)
 
 
-def record_event(engine, version_id: int, event: str, detail: str | None = None, actor: str | None = None) -> None:
-    """Add one line to the version's audit trail (reminders, alerts, item updates)."""
+def record_event(engine, version_id: int, event: str, detail: str | None = None, actor: str | None = None, *,
+                 item_id: str | None = None) -> None:
+    """Add one line to the version's audit trail (reminders, alerts, item updates): a journal line."""
     with engine.begin() as conn:
-        add_event(conn, version_id, event, detail, actor=actor)
+        add_event(conn, version_id, event, detail, actor=actor, item_id=item_id)
 
 
 # ---- the gated load -------------------------------------------------------------------------
@@ -435,22 +489,34 @@ def load_version(engine, version_id: int) -> LoadResult:
 
 
 def history(engine, partner_key: str, kind: str | None = None) -> list[dict[str, Any]]:
-    """Every version of a partner (oldest first), each with its audit events."""
+    """Every version of a partner (oldest first), each with its journal lines as ``events``.
+
+    An event is ``{"id", "at", "event", "journal_event", "actor", "detail", "item_id"}``: ``event``
+    is the catalog's own name, ``journal_event`` the journal's; in the order they were written.
+    """
     query = select(t.catalog_versions).where(t.catalog_versions.c.partner_key == partner_key)
     if kind:
         query = query.where(t.catalog_versions.c.kind == kind)
     with engine.connect() as conn:
         versions = [_row_dict(r) for r in conn.execute(query.order_by(t.catalog_versions.c.sent_at, t.catalog_versions.c.id)).mappings()]
-        ids = [v["id"] for v in versions]
-        events: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-        if ids:
-            for e in conn.execute(
-                select(t.catalog_events).where(t.catalog_events.c.version_id.in_(ids)).order_by(t.catalog_events.c.id)
-            ).mappings():
-                events[e["version_id"]].append(_row_dict(e))
-    for v in versions:
-        v["events"] = events[v["id"]]
+        by_subject = {subject_key(v["id"]): v for v in versions}
+        for v in versions:
+            v["events"] = []
+        lines = conn.execute(
+            select(journal_table)
+            .where(journal_table.c.partner_key == partner_key, journal_table.c.use_case == USE_CASE)
+            .order_by(journal_table.c.id)
+        ).mappings() if versions else []
+        for line in lines:
+            version = by_subject.get(line["subject_key"])
+            if version is not None:
+                version["events"].append(_history_event(JournalRow.from_db(line)))
     return versions
+
+
+def _history_event(line: JournalRow) -> dict[str, Any]:
+    return {"id": line.id, "at": line.at, "event": (line.data or {}).get("catalog_event", line.event),
+            "journal_event": line.event, "actor": line.actor, "detail": line.detail, "item_id": line.item_id}
 
 
 def _row_dict(row) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 - ``catalog_version_rows``: the rows of a version as received (mapped to our columns, JSON text),
   staged at intake so the gated load and the next diff need no file. The partner's *accepted*
   version is the one ``catalog_accepted`` points at: the diff compares against its rows.
-- ``catalog_events``: the audit trail, one line per thing that happened to a version.
+- the audit trail is not here: it is the exchange journal (``include.exchange.journal``), one line
+  per thing that happened to a version (use case ``catalog_sync``, subject ``catalog_version:<id>``).
 - ``downstream_*``: the tables downstream systems read; replaced per partner and kind, in one
   transaction, only by an acknowledged version.
 """
@@ -88,17 +89,6 @@ catalog_accepted = Table(
     Column("kind", String(32), primary_key=True),
     Column("version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False),
-)
-
-catalog_events = Table(
-    "catalog_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("version_id", Integer, ForeignKey("catalog_versions.id"), nullable=False, index=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("event", String(40), nullable=False),
-    Column("actor", String(200)),
-    Column("detail", Text),
 )
 
 downstream_catalog_items = Table(

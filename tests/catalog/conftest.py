@@ -9,9 +9,10 @@ def catalog_engine(pg_url):
     from sqlalchemy import create_engine
 
     from include.catalog import tables as t
+    from include.exchange.journal import journal_table
 
     engine = create_engine(pg_url)
-    tables = [t.catalog_versions, t.catalog_version_rows, t.catalog_accepted, t.catalog_events, *t.DOWNSTREAM.values()]
+    tables = [t.catalog_versions, t.catalog_version_rows, t.catalog_accepted, journal_table, *t.DOWNSTREAM.values()]
     t.metadata.create_all(engine, tables=tables)
     yield engine
     engine.dispose()
@@ -19,12 +20,15 @@ def catalog_engine(pg_url):
 
 @pytest.fixture
 def db(catalog_engine):
-    """The engine, with every catalog table emptied after the test."""
+    """The engine, with every catalog table emptied after the test.
+
+    The journal is append-only and stays: version ids come from a sequence, so a later test's
+    version never reads an earlier test's lines (they name ``catalog_version:<id>``)."""
     from include.catalog import tables as t
 
     yield catalog_engine
     with catalog_engine.begin() as conn:
-        for table in (*t.DOWNSTREAM.values(), t.catalog_accepted, t.catalog_events, t.catalog_version_rows):
+        for table in (*t.DOWNSTREAM.values(), t.catalog_accepted, t.catalog_version_rows):
             conn.execute(table.delete())
         conn.execute(t.catalog_versions.update().values(superseded_by=None))
         conn.execute(t.catalog_versions.delete())

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from include.catalog import store
 from include.catalog import tables as t
 from include.catalog.history import format_history
+from include.exchange.journal import journal_table
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
 
@@ -95,7 +96,8 @@ def test_a_bad_row_rolls_the_whole_load_back(db):
     assert store.accepted_version(db, "acme", "price_list")["id"] == good
     assert store.get_version(db, bad)["status"] == t.ACKNOWLEDGED
     with db.connect() as conn:
-        loaded_events = conn.execute(select(func.count()).where(t.catalog_events.c.version_id == bad, t.catalog_events.c.event == "loaded")).scalar()
+        loaded_events = conn.execute(select(func.count()).where(
+            journal_table.c.subject_key == store.subject_key(bad), journal_table.c.event == "loaded")).scalar()
     assert loaded_events == 0
 
 
