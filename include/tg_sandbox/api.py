@@ -248,7 +248,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ):
         store.check_community(community_id)
-        found, next_cursor = store.list_events(who, item_id=item_id, limit=limit, cursor=cursor)
-        return JSONResponse({"events": found, "next_cursor": next_cursor})
+        found, next_cursor, resume_cursor = store.list_events(who, item_id=item_id, limit=limit, cursor=cursor)
+        return JSONResponse({"events": found, "next_cursor": next_cursor, "resume_cursor": resume_cursor})
 
     return router

@@ -157,7 +157,9 @@ class Event(BaseModel):
 
 class EventPage(BaseModel):
     events: list[Event]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="the next page's cursor; null when no more events follow")
+    resume_cursor: str = Field(description="always set: the position after the last event returned (the request's "
+                                           "own position on an empty page); store it to read later events")
 
 
 class Token(BaseModel):

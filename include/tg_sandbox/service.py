@@ -393,8 +393,9 @@ class Store:
         comment = dict(id=new_id("cmt"), item_id=row.id, author=principal.client_id, author_kind=principal.kind,
                        body=body, visibility=visibility, created_us=ts)
         conn.execute(insert(comments).values(**comment))
+        # The body rides along (as in GitHub's and Zendesk's feeds), so a feed reader needs no request per comment.
         self._event(conn, row, "comment.added", principal.client_id, ts,
-                    {"comment_id": comment["id"], "visibility": visibility}, internal=visibility == "internal")
+                    {"comment_id": comment["id"], "visibility": visibility, "body": body}, internal=visibility == "internal")
         return comment["id"]
 
     def add_comment(self, principal: Principal, item_id: str, body: str, visibility: str) -> dict:
@@ -455,18 +456,26 @@ class Store:
 
     # -- events -------------------------------------------------------------------------------------
     def list_events(self, principal: Principal, *, item_id: str | None = None, limit: int = 100,
-                    cursor: str | None = None) -> tuple[list[dict], str | None]:
+                    cursor: str | None = None) -> tuple[list[dict], str | None, str]:
+        """One page of the feed: (events, next_cursor, resume_cursor).
+
+        ``next_cursor`` is set only when more events follow; ``resume_cursor`` always is: the position
+        after the last event returned (the request's own position on an empty page), so a reader that
+        reached the end can store it and later ask for what happened since.
+        """
         conds = [events.c.community_id == self.community_id]
         if principal.is_partner:
             conds += [events.c.partner_id == principal.partner_id, events.c.internal.is_(False)]
         if item_id is not None:
             conds.append(events.c.item_id == item_id)
+        after_id = 0  # ids start at 1: position 0 is the beginning
         if cursor:
             (after_id,) = decode_cursor(cursor, (int,))
             conds.append(events.c.id > after_id)
         with read_tx(self.engine) as conn:
             rows = conn.execute(select(events).where(*conds).order_by(events.c.id).limit(limit + 1)).all()
-        return _page(rows, limit, event_to_dict, lambda r: (r.id,))
+        found, next_cursor = _page(rows, limit, event_to_dict, lambda r: (r.id,))
+        return found, next_cursor, encode_cursor(found[-1]["id"] if found else after_id)
 
 
 def _page(rows: list, limit: int, render, position) -> tuple[list[dict], str | None]:

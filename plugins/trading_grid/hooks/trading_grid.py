@@ -1078,6 +1078,54 @@ class TradingGridHook(BaseHook):
             if not cursor:
                 return
 
+    def iter_event_pages(self, cursor: str | None = None, *, limit: int | None = None) -> Iterator[EventsPage]:
+        """Pages of the community's feed from ``cursor`` (the beginning if None) to its end, in order.
+
+        Each page says where to resume after it (:attr:`EventsPage.resume_cursor`), so a reader can
+        store its position page by page; the next page is requested only when the caller asks for it.
+        """
+        while True:
+            before = self.stats["requests"]
+            params = {k: v for k, v in (("cursor", cursor), ("limit", limit)) if v}
+            page = self._json("GET", f"{self.settings.community_path}/events", params=params)
+            page = page if isinstance(page, dict) else {}
+            next_cursor = page.get("next_cursor") or None
+            # A server without resume_cursor: resume where the next page starts, or re-read this page
+            # (from the request's own cursor) next time; re-reading is the reader's duplicate to drop.
+            resume = page.get("resume_cursor") or next_cursor or cursor
+            yield EventsPage(tuple(_list_from(page, "events")), next_cursor, resume, self.stats["requests"] - before)
+            if not next_cursor:
+                return
+            cursor = next_cursor
+
+    def read_events(self, cursor: str | None = None, *, limit: int | None = None) -> EventsRead:
+        """Every event after ``cursor`` (the beginning if None) up to now, and where to resume next time."""
+        events: list[dict] = []
+        resume, requests_made = cursor, 0
+        for page in self.iter_event_pages(cursor, limit=limit):
+            events += page.events
+            resume, requests_made = page.resume_cursor, requests_made + page.requests
+        return EventsRead(tuple(events), resume, requests_made)
+
+
+@dataclass(frozen=True)
+class EventsPage:
+    """One page of the events feed. ``requests``: HTTP requests it took (retries and a token fetch included)."""
+
+    events: tuple[dict, ...]
+    next_cursor: str | None
+    resume_cursor: str | None  # None only when the feed was empty and no cursor was given (no resume_cursor sent)
+    requests: int
+
+
+@dataclass(frozen=True)
+class EventsRead:
+    """The feed read to its end: the events, the cursor to store for next time, the HTTP requests it took."""
+
+    events: tuple[dict, ...]
+    resume_cursor: str | None
+    requests: int
+
 
 # --------------------------------------------------------------------------------------------------
 # The async client (for the trigger)
