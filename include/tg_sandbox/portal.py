@@ -4,6 +4,10 @@ that partner's items (read, acknowledge, comment, move status, attach a file).
 Server-rendered (Jinja2). The session is a signed, expiring cookie (audience "portal", so it is never
 accepted as an API bearer token); every form carries a CSRF token derived from it. Actions go through
 the same :class:`service.Store` calls as the API, so rules, versions and events are identical.
+
+The list filters by status and by run: ``/portal/?dag_id=&run_id=`` lists the partner's items whose
+metadata names that Airflow run (the target of the bulk post operator's "Trading Grid items" link);
+signing in from such a page lands back on it.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import hashlib
 import hmac
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -21,6 +25,7 @@ from .auth import Principal, TokenService
 from .service import TRANSITIONS, ApiError, Store, safe_content_type, safe_filename
 
 COOKIE = "tg_portal"
+RUN_PAGE_MAX = 1000  # items listed for one run (the unfiltered page shows 200)
 SESSION_SECONDS = 8 * 3600
 ACTION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work", "disputed": "Dispute",
                  "resolved": "Resolve", "closed": "Close", "open": "Reopen"}
@@ -72,25 +77,47 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
         return RedirectResponse("/portal/", status_code=307)
 
     @app.get("/portal/", include_in_schema=False, response_class=HTMLResponse)
-    def portal_home(request: Request, status: str | None = None):
+    def portal_home(request: Request, status: str | None = None, dag_id: str | None = None,
+                    run_id: str | None = None):
         current = session(request)
         if current is None:
             return render(request, "login.html")
         who, cookie = current
-        items, _ = store.list_items(who, status=status if status in TRANSITIONS else None, limit=200)
+        status = status if status in TRANSITIONS else None
+        run = {k: v for k, v in (("dag_id", dag_id), ("run_id", run_id)) if v}
+        items = run_items(who, status, run) if run else store.list_items(who, status=status, limit=200)[0]
         items.sort(key=lambda i: i["updated_at"], reverse=True)
         return render(request, "items.html", items=items, who=who, csrf=csrf_token(cookie), status=status,
-                      statuses=list(TRANSITIONS), partner_name=store.seed.partners.get(who.partner_id))
+                      run=run, statuses=list(TRANSITIONS), partner_name=store.seed.partners.get(who.partner_id))
+
+    def run_items(who: Principal, status: str | None, run: dict[str, str]) -> list[dict]:
+        """The signed-in partner's items whose metadata names this run (the Airflow "Trading Grid items"
+        link). The store filters on columns only, so this pages through the partner's items."""
+        found, cursor = [], None
+        while True:
+            page, cursor = store.list_items(who, status=status, limit=200, cursor=cursor)
+            found += [i for i in page if all((i.get("metadata") or {}).get(k) == v for k, v in run.items())]
+            if cursor is None or len(found) >= RUN_PAGE_MAX:
+                return found[:RUN_PAGE_MAX]
+
+    def back_to_list(request: Request) -> str:
+        """The list page the sign-in form was shown on, filters kept (a link into a run's items);
+        only its path and query are used, and only under /portal/, so it cannot redirect elsewhere."""
+        referer = urlsplit(request.headers.get("referer") or "")
+        if referer.path == "/portal/" and referer.query and "notice=" not in referer.query:
+            return "/portal/?" + referer.query
+        return "/portal/"
 
     @app.post("/portal/login", include_in_schema=False)
-    def portal_login(client_id: Annotated[str, Form()] = "", client_secret: Annotated[str, Form()] = ""):
+    def portal_login(request: Request, client_id: Annotated[str, Form()] = "",
+                     client_secret: Annotated[str, Form()] = ""):
         client = tokens.authenticate_client(client_id, client_secret)
         if client is None:
             return redirect("/portal/", "bad_login")
         if client.kind != "partner":
             return redirect("/portal/", "not_partner")
         token, ttl = tokens.issue(client, ttl=SESSION_SECONDS, audience="portal")
-        response = redirect("/portal/")
+        response = redirect(back_to_list(request))
         response.set_cookie(COOKIE, token, max_age=ttl, httponly=True, samesite="strict", path="/portal")
         return response
 
