@@ -1,0 +1,565 @@
+"""Outbound delivery: put one of our files into a partner's outbound folder, once, atomically.
+
+:func:`deliver` checks before it touches anything: the file belongs to this partner, its name is a
+safe plain name that partner tools will not take for a temporary one, and the outbound folder (and
+every folder above it inside the partner's tree) is a real directory, not a symlink. It hashes the
+local file; the ``sent_files`` ledger then says whether these bytes already went out under this
+name (or its ``~N`` variant): if so, nothing happens (``created`` False).
+
+Otherwise the bytes are streamed (252 KiB writes, 8 in flight, every status checked; paramiko's own
+pipelined writes drop write errors) into ``.NAME.<token>.part`` in the same folder and renamed with
+plain SSH_FXP_RENAME, which OpenSSH refuses onto an existing target (``posix-rename`` would
+overwrite). The partner never sees a partial file under its final name and nothing is overwritten.
+A taken name holding other bytes gets ``NAME~2.ext``, ``~3``... (``on_conflict="rename"``) or
+:class:`OutboundConflict` (``"refuse"``); a taken name holding the same bytes (size, then sha256
+read back) is ours from a run that died before recording it: recorded now, not uploaded again.
+The partner's marker follows the file (``NAME.done``, or ``NAME.sha256`` written atomically too);
+the ledger row and its journal line come last, so a crash anywhere converges on the next call.
+
+Time is bounded by :func:`include.intake.fetch.time_bound` (or ``timeout``): every wait for the
+server is a channel timeout within it. Past it the session is dropped (transport closed) and
+:class:`TransferTimeout` raised; the temporary file stays, it is never renamed.
+
+Later runs watch pickup where the partner's server removes what it took (``delivery.pickup ==
+"removes"``): :func:`observe_pickups` lists the folder once and marks the missing files picked up;
+:func:`overdue_sends` names those still waiting after ``delivery.pickup_alert_hours``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import secrets
+import socket
+import stat as stat_mod
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from include.db import metadata
+from include.intake.errors import FileChangedError, TransferError, TransferTimeout
+from include.intake.fetch import (DEFAULT_MAX_REQUESTS, DEFAULT_REQUEST_SIZE, DEFAULT_STALL_TIMEOUT, _pipelined_copy,
+                                  _Responses, time_bound, tune_session)
+from include.intake.listing import list_folder
+from include.intake.names import MANIFEST_SUFFIX, DONE_SUFFIX, is_temporary_name, unsafe_name_reason
+
+log = logging.getLogger(__name__)
+
+SENT = "sent"
+PICKED_UP = "picked_up"
+#: Highest ``~N`` tried for a taken name before giving up with :class:`OutboundConflict`.
+MAX_NAME_VARIANTS = 99
+
+sent_files = Table(
+    "sent_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("use_case", String(64), nullable=False),
+    Column("partner_key", String(64), nullable=False),
+    Column("remote_path", Text, nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("run_id", String(250)),
+    Column("subject_key", String(255)),
+    Column("tg_item_id", String(128)),
+    Column("status", String(20), nullable=False, default=SENT),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("picked_up_at", DateTime(timezone=True)),
+    Column("last_checked_at", DateTime(timezone=True)),
+    UniqueConstraint("partner_key", "remote_path", "sha256"),
+    Index(None, "partner_key", "status", "sent_at"),
+)
+
+
+class OutboundError(Exception):
+    """Base class of outbound delivery errors. Messages name paths and reasons, never credentials."""
+
+
+class OutboundRefused(OutboundError):
+    """The delivery was refused before anything was written; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutboundConflict(OutboundError):
+    """The name is taken by a different file and ``on_conflict="refuse"`` (or no ``~N`` is free)."""
+
+
+@dataclass(frozen=True)
+class OutboundFile:
+    """A local file one use case wants a partner to have, under ``file_name``."""
+
+    partner_key: str
+    use_case: str
+    local_path: str
+    file_name: str
+    subject_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A row of ``sent_files``. ``created``: this call recorded it (False: it was there already)."""
+
+    id: int
+    use_case: str
+    partner_key: str
+    remote_path: str
+    file_name: str
+    sha256: str
+    size: int
+    run_id: str | None
+    subject_key: str | None
+    tg_item_id: str | None
+    status: str
+    sent_at: datetime
+    picked_up_at: datetime | None
+    created: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("sent_at", "picked_up_at"):
+            data[key] = data[key].isoformat() if data[key] else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SentFile:
+        values = dict(data)
+        for key in ("sent_at", "picked_up_at"):
+            values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class OverdueSend:
+    """A send the partner has not picked up within its ``pickup_alert_hours``."""
+
+    sent: SentFile
+    alert_hours: int
+
+    @property
+    def message(self) -> str:
+        return (f"{self.sent.remote_path} (sent {self.sent.sent_at:%Y-%m-%d %H:%M} UTC) "
+                f"not picked up after {self.alert_hours} hours")
+
+
+# ---- the delivery ---------------------------------------------------------------------------------
+def deliver(sftp: Any, partner: Any, engine: Any, file: OutboundFile, *, run_id: str, on_conflict: str = "rename",
+            timeout: float | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> SentFile:
+    """Put ``file`` into ``partner.folders.outbound`` (see the module docstring) and record it.
+
+    :param sftp: a paramiko ``SFTPClient``; dropped (transport closed) after a timeout.
+    :param on_conflict: ``"rename"`` (``NAME~2.ext``...) or ``"refuse"`` when the name holds other bytes.
+    :param timeout: seconds for the server part; default ``time_bound(size)``.
+    :raises OutboundRefused: wrong partner, unsafe or temporary name, bad outbound folder, no local file.
+    :raises OutboundConflict: name taken and ``on_conflict="refuse"``.
+    :raises TransferTimeout: the time bound passed (session dropped; nothing renamed).
+    :raises TransferError: the server failed a request, or the local file changed while uploading.
+    """
+    if on_conflict not in ("rename", "refuse"):
+        raise ValueError(f"on_conflict must be 'rename' or 'refuse', not {on_conflict!r}")
+    folder = partner.folders.outbound
+    size = _check_request(partner, file)
+    sha = _local_sha256(file.local_path)
+    known = _find_sent(engine, partner.key, folder, file.file_name, sha)
+    if known is not None:
+        log.info("outbound %s: %s already sent as %s (sha256 %s): nothing to do", partner.key, file.file_name,
+                 known.remote_path, sha[:12])
+        return known
+    session = _Session(sftp, timeout if timeout is not None else time_bound(size), stall_timeout)
+    try:
+        _check_folder(session, partner)
+        name = _place(session, folder, file, size, sha, on_conflict, partner.delivery.marker)
+        _write_marker(session, folder, name, sha, partner.delivery.marker)
+    except (socket.timeout, TransferTimeout) as exc:
+        session.drop()
+        raise TransferTimeout(f"delivery of {file.file_name} to {folder} exceeded its time bound "
+                              f"({session.bound:.0f}s); session dropped") from exc
+    except (OSError, EOFError) as exc:
+        raise TransferError(f"delivery of {file.file_name} to {folder} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # paramiko.SSHException and friends: a transfer error for the caller
+        if not type(exc).__module__.startswith("paramiko"):
+            raise
+        raise TransferError(f"delivery of {file.file_name} to {folder} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        session.restore()
+    sent = _record_sent(engine, file, posixpath.join(folder, name), name, sha, size, run_id)
+    log.info("outbound %s: %s delivered as %s (%d bytes, sha256 %s)", partner.key, file.file_name,
+             sent.remote_path, size, sha[:12])
+    return sent
+
+
+def _check_request(partner: Any, file: OutboundFile) -> int:
+    """Refusals that need neither the server nor the ledger; returns the local file's size."""
+    if file.partner_key != partner.key:
+        raise OutboundRefused(f"{file.file_name!r} belongs to partner {file.partner_key!r}, "
+                              f"not to {partner.key!r}: refused")
+    reason = unsafe_name_reason(file.file_name)
+    if reason:
+        raise OutboundRefused(f"unsafe file name: {reason}")
+    if is_temporary_name(file.file_name, partner.readiness.temp_suffixes):
+        raise OutboundRefused(f"file name {file.file_name!r} looks temporary: partner tools would ignore it")
+    try:
+        info = os.stat(file.local_path)
+    except OSError as exc:
+        raise OutboundRefused(f"local file {file.local_path} cannot be read: {exc.strerror}") from None
+    if not stat_mod.S_ISREG(info.st_mode):
+        raise OutboundRefused(f"local file {file.local_path} is not a regular file")
+    return info.st_size
+
+
+def _local_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as src:
+        while chunk := src.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Session:
+    """The SFTP client of one delivery and its deadline: every wait for the server is armed with a
+    channel timeout within it, so a stalled server raises ``socket.timeout`` instead of blocking."""
+
+    def __init__(self, sftp: Any, bound: float, stall_timeout: float) -> None:
+        self.sftp = sftp
+        self.bound = bound
+        self.deadline = time.monotonic() + bound
+        self.stall_timeout = stall_timeout
+        self.channel = sftp.get_channel()
+        self.previous_timeout = self.channel.gettimeout()
+        tune_session(sftp)
+
+    def arm(self) -> Any:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransferTimeout("time bound passed")
+        self.channel.settimeout(min(self.stall_timeout, remaining))
+        return self.sftp
+
+    def restore(self) -> None:
+        try:
+            self.channel.settimeout(self.previous_timeout)
+        except Exception:  # the session is gone: nothing to restore
+            pass
+
+    def drop(self) -> None:
+        """After a timeout the channel may carry unanswered requests: it must not be used again."""
+        try:
+            self.channel.get_transport().close()
+        except Exception:
+            pass
+
+
+def _lstat(session: _Session, path: str):
+    try:
+        return session.arm().lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _check_folder(session: _Session, partner: Any) -> None:
+    """The outbound folder and its parents within the partner's tree are real directories."""
+    folder = partner.folders.outbound
+    tree = posixpath.commonpath(list(partner.folders.all().values()))
+    path = folder if tree == "/" else tree
+    relative = posixpath.relpath(folder, path).split("/")
+    for part in [""] + [p for p in relative if p != "."]:
+        path = posixpath.join(path, part) if part else path
+        attrs = _lstat(session, path)
+        if attrs is None:
+            raise OutboundRefused(f"outbound folder {folder}: {path} does not exist")
+        if stat_mod.S_ISLNK(attrs.st_mode or 0):
+            raise OutboundRefused(f"outbound folder {folder}: {path} is a symbolic link")
+        if not stat_mod.S_ISDIR(attrs.st_mode or 0):
+            raise OutboundRefused(f"outbound folder {folder}: {path} is not a directory")
+
+
+def name_variant(file_name: str, n: int) -> str:
+    """``NAME.ext`` for n == 1, else ``NAME~n.ext``."""
+    if n == 1:
+        return file_name
+    stem, ext = posixpath.splitext(file_name)
+    return f"{stem}~{n}{ext}"
+
+
+def _is_variant(name: str, file_name: str) -> bool:
+    stem, ext = posixpath.splitext(file_name)
+    return name == file_name or re.fullmatch(re.escape(stem) + r"~[1-9][0-9]*" + re.escape(ext), name) is not None
+
+
+def _marker_name(name: str, marker: str) -> str | None:
+    return {"none": None, "done": name + DONE_SUFFIX, "manifest": name + MANIFEST_SUFFIX}[marker]
+
+
+def _examine(session: _Session, folder: str, name: str, size: int, sha: str, marker: str) -> str:
+    """``free`` (no file, no marker), ``same`` (our bytes are there) or ``taken``."""
+    attrs = _lstat(session, posixpath.join(folder, name))
+    if attrs is None:
+        companion = _marker_name(name, marker)
+        # A marker without its file (the partner took only the file) would vouch for ours.
+        free = companion is None or _lstat(session, posixpath.join(folder, companion)) is None
+        return "free" if free else "taken"
+    if not stat_mod.S_ISREG(attrs.st_mode or 0) or attrs.st_size != size:
+        return "taken"
+    return "same" if _remote_sha256(session, posixpath.join(folder, name), size) == sha else "taken"
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def _remote_sha256(session: _Session, path: str, size: int) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        _pipelined_copy(session.sftp, path, _Discard(), digest, session.deadline, DEFAULT_REQUEST_SIZE,
+                        DEFAULT_MAX_REQUESTS, max(0.001, min(session.stall_timeout, session.deadline - time.monotonic())),
+                        size)
+    except (FileNotFoundError, FileChangedError):
+        return None  # gone or changed while we read it: not ours to vouch for
+    return digest.hexdigest()
+
+
+def _place(session: _Session, folder: str, file: OutboundFile, size: int, sha: str, on_conflict: str,
+           marker: str) -> str:
+    """Upload once under a temporary name, rename to the first free variant; returns the final name."""
+    temp = None
+    for n in range(1, MAX_NAME_VARIANTS + 1):
+        name = name_variant(file.file_name, n)
+        state = _examine(session, folder, name, size, sha, marker)
+        if state == "taken" and on_conflict == "refuse":
+            _remove_quietly(session, temp)
+            raise OutboundConflict(f"{posixpath.join(folder, name)} holds a different file: refused (never overwritten)")
+        if state == "same":
+            _remove_quietly(session, temp)
+            return name
+        if state == "taken" or unsafe_name_reason(name):
+            continue
+        if temp is None:
+            temp = _upload(session, file.local_path, folder, file.file_name, size, sha)
+        try:
+            session.arm().rename(temp, posixpath.join(folder, name))  # SSH_FXP_RENAME: never onto a file
+            return name
+        except OSError:
+            if _lstat(session, temp) is None:
+                raise TransferError(f"rename of {temp} to {name} failed and the temporary file is gone") from None
+            # Taken meanwhile (an overlapping run): the next turn of the loop looks at it again.
+            state = _examine(session, folder, name, size, sha, marker)
+            if state == "same":
+                _remove_quietly(session, temp)
+                return name
+            if on_conflict == "refuse":
+                _remove_quietly(session, temp)
+                raise OutboundConflict(f"{posixpath.join(folder, name)} was taken by a different file: refused")
+    _remove_quietly(session, temp)
+    raise OutboundConflict(f"no free name for {file.file_name} in {folder} up to ~{MAX_NAME_VARIANTS}")
+
+
+def _temp_path(folder: str, file_name: str) -> str:
+    # A dot-name with a .part suffix: partner tools skip it. The name part is cut to stay < 255 bytes.
+    short = file_name.encode("utf-8")[:200].decode("utf-8", "ignore")
+    return posixpath.join(folder, f".{short}.{secrets.token_hex(6)}.part")
+
+
+def _upload(session: _Session, local_path: str, folder: str, file_name: str, size: int, sha: str) -> str:
+    """Stream ``local_path`` into a new temporary file (exclusive create); returns its path."""
+    from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_OPEN, CMD_STATUS, CMD_WRITE, SFTP_OK, int64
+    from paramiko.sftp import SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
+    from paramiko.sftp_attr import SFTPAttributes
+
+    temp = _temp_path(folder, file_name)
+    sftp = session.arm()
+    t, msg = sftp._request(CMD_OPEN, temp, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL, SFTPAttributes())
+    if t != CMD_HANDLE:
+        raise TransferError(f"open of {temp}: unexpected SFTP response type {t}")
+    handle = msg.get_binary()
+    digest, responses, inflight, offset = hashlib.sha256(), _Responses(), deque(), 0
+
+    def settle(num: int, at: int) -> None:
+        while num not in responses.by_num:
+            session.arm()
+            sftp._read_response()
+        t, msg = responses.by_num.pop(num)
+        code = msg.get_int() if t == CMD_STATUS else None
+        if code != SFTP_OK:
+            raise TransferError(f"write of {temp} at offset {at} failed: SFTP status {code} (type {t})")
+
+    try:
+        with open(local_path, "rb") as src:
+            while True:
+                while len(inflight) < DEFAULT_MAX_REQUESTS and (data := src.read(DEFAULT_REQUEST_SIZE)):
+                    digest.update(data)
+                    session.arm()
+                    inflight.append((sftp._async_request(responses, CMD_WRITE, handle, int64(offset), data), offset))
+                    offset += len(data)
+                if not inflight:
+                    break
+                settle(*inflight.popleft())
+        session.arm()
+        sftp._request(CMD_CLOSE, handle)
+    except TransferError:
+        for num, at in inflight:  # the server answers in order: drain, then close and remove
+            _ignore(settle, num, at)
+        _ignore(sftp._request, CMD_CLOSE, handle)
+        _remove_quietly(session, temp)
+        raise
+    if offset != size or digest.hexdigest() != sha:
+        _remove_quietly(session, temp)
+        raise TransferError(f"local file {local_path} changed while uploading: not delivered")
+    return temp
+
+
+def _ignore(call, *args) -> None:
+    try:
+        call(*args)
+    except (socket.timeout, TransferTimeout):
+        raise
+    except Exception:
+        pass
+
+
+def _remove_quietly(session: _Session, path: str | None) -> None:
+    if path is not None:
+        _ignore(lambda: session.arm().remove(path))
+
+
+def _write_marker(session: _Session, folder: str, name: str, sha: str, marker: str) -> None:
+    """The partner's marker after the file: empty ``NAME.done`` or ``NAME.sha256`` (hex, 2 spaces, NAME)."""
+    companion = _marker_name(name, marker)
+    if companion is None:
+        return
+    content = b"" if marker == "done" else f"{sha}  {name}\n".encode()
+    target = posixpath.join(folder, companion)
+    if _lstat(session, target) is not None:  # written before a crash: fine if it says the same
+        with session.arm().open(target, "rb") as existing:
+            if existing.read(len(content) + 1) == content:
+                return
+        raise OutboundConflict(f"{target} exists with other content")
+    temp = _temp_path(folder, companion)
+    with session.arm().open(temp, "wx") as out:
+        out.write(content)
+    session.arm().rename(temp, target)
+
+
+# ---- the sent-files ledger ------------------------------------------------------------------------
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes for timezone-aware columns: they were stored as UTC."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def _sent_from_row(row: Any, created: bool = False) -> SentFile:
+    m = row._mapping
+    return SentFile(id=m["id"], use_case=m["use_case"], partner_key=m["partner_key"], remote_path=m["remote_path"],
+                    file_name=m["file_name"], sha256=m["sha256"], size=m["size"], run_id=m["run_id"],
+                    subject_key=m["subject_key"], tg_item_id=m["tg_item_id"], status=m["status"],
+                    sent_at=_aware(m["sent_at"]), picked_up_at=_aware(m["picked_up_at"]), created=created)
+
+
+def _find_sent(engine: Any, partner_key: str, folder: str, file_name: str, sha: str) -> SentFile | None:
+    """These bytes as already sent under ``file_name`` or one of its ``~N`` variants in ``folder``."""
+    query = select(sent_files).where(sent_files.c.partner_key == partner_key, sent_files.c.sha256 == sha)
+    with engine.connect() as conn:
+        for row in conn.execute(query.order_by(sent_files.c.id)):
+            if posixpath.dirname(row.remote_path) == folder and _is_variant(row.file_name, file_name):
+                return _sent_from_row(row)
+    return None
+
+
+def _journal(conn: Any, events: list[dict]) -> None:
+    """The one call site of the exchange journal: the line commits with the ledger change."""
+    from include.exchange.journal import JournalEvent, record
+
+    record(conn, [JournalEvent(**event) for event in events])
+
+
+def _record_sent(engine: Any, file: OutboundFile, remote_path: str, name: str, sha: str, size: int,
+                 run_id: str) -> SentFile:
+    """Insert the row (and its ``sent`` journal line) unless an overlapping run did it first."""
+    key = (sent_files.c.partner_key == file.partner_key, sent_files.c.remote_path == remote_path,
+           sent_files.c.sha256 == sha)
+    values = dict(use_case=file.use_case, partner_key=file.partner_key, remote_path=remote_path, file_name=name,
+                  sha256=sha, size=size, run_id=run_id, subject_key=file.subject_key, status=SENT,
+                  sent_at=datetime.now(timezone.utc))
+    created = True
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(sent_files).values(**values))
+            _journal(conn, [dict(event="sent", use_case=file.use_case, partner_key=file.partner_key, file_name=name,
+                                 sha256=sha, remote_path=remote_path, subject_key=file.subject_key, run_id=run_id,
+                                 detail=f"{size} bytes")])
+    except IntegrityError:
+        created = False  # recorded meanwhile by an overlapping run: its row stands
+    with engine.connect() as conn:
+        row = conn.execute(select(sent_files).where(*key)).first()
+    if row is None:
+        raise OutboundError(f"{remote_path} was delivered but could not be recorded")
+    return _sent_from_row(row, created=created)
+
+
+def set_sent_item(engine: Any, sent_id: int, tg_item_id: str) -> None:
+    """Link the TG item that announced send ``sent_id``; the same item again is a no-op."""
+    with engine.begin() as conn:
+        row = conn.execute(select(sent_files.c.tg_item_id).where(sent_files.c.id == sent_id)).first()
+        if row is None:
+            raise KeyError(f"no sent file with id {sent_id}")
+        if row.tg_item_id not in (None, tg_item_id):
+            raise OutboundError(f"sent file {sent_id} is already linked to TG item {row.tg_item_id}")
+        conn.execute(update(sent_files).where(sent_files.c.id == sent_id).values(tg_item_id=tg_item_id))
+
+
+def _pending(engine: Any, partner: Any, *extra) -> list[SentFile]:
+    query = select(sent_files).where(sent_files.c.partner_key == partner.key, sent_files.c.status == SENT, *extra)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(sent_files.c.sent_at, sent_files.c.id)).all()
+    return [_sent_from_row(row) for row in rows
+            if posixpath.dirname(row.remote_path) == partner.folders.outbound]
+
+
+def observe_pickups(sftp: Any, partner: Any, engine: Any, *, now: datetime | None = None) -> list[SentFile]:
+    """Mark sends no longer in the outbound folder as picked up (one listing); returns those newly marked.
+
+    Only for partners whose server removes what it took (``delivery.pickup == "removes"``); for
+    "keeps" partners nothing is listed or marked.
+    """
+    if partner.delivery.pickup != "removes":
+        return []
+    now = now or datetime.now(timezone.utc)
+    pending = _pending(engine, partner)
+    if not pending:
+        return []
+    present = {entry.name for entry in list_folder(sftp, partner.folders.outbound) if entry.is_file}
+    gone = [sent for sent in pending if sent.file_name not in present]
+    with engine.begin() as conn:
+        conn.execute(update(sent_files).where(sent_files.c.id.in_([s.id for s in pending]))
+                     .values(last_checked_at=now))
+        if gone:  # only the rows this call changed (not an overlapping run's) get a journal line
+            marked = set(conn.execute(update(sent_files).where(sent_files.c.id.in_([s.id for s in gone]),
+                                                               sent_files.c.status == SENT)
+                                      .values(status=PICKED_UP, picked_up_at=now)
+                                      .returning(sent_files.c.id)).scalars())
+            gone = [s for s in gone if s.id in marked]
+            _journal(conn, [dict(event="picked_up", use_case=s.use_case, partner_key=s.partner_key,
+                                 file_name=s.file_name, sha256=s.sha256, remote_path=s.remote_path,
+                                 item_id=s.tg_item_id, subject_key=s.subject_key, actor=partner.key,
+                                 detail="no longer in the outbound folder", at=now) for s in gone])
+    for sent in gone:
+        log.info("outbound %s: %s picked up", partner.key, sent.remote_path)
+    return [SentFile(**{**asdict(s), "status": PICKED_UP, "picked_up_at": now}) for s in gone]
+
+
+def overdue_sends(engine: Any, partner: Any, *, now: datetime | None = None) -> list[OverdueSend]:
+    """Sends still waiting after the partner's ``delivery.pickup_alert_hours`` (none for "keeps")."""
+    if partner.delivery.pickup != "removes":
+        return []
+    hours = partner.delivery.pickup_alert_hours
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(hours=hours)
+    return [OverdueSend(sent, hours) for sent in _pending(engine, partner, sent_files.c.sent_at <= cutoff)]
