@@ -32,7 +32,9 @@ import argparse
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import DDL, Column, DateTime, Index, Integer, String, Table, Text, event, insert, or_, select
@@ -128,9 +130,18 @@ class JournalEvent:
             raise ValueError(f"journal event {self.event!r}: 'at' must be timezone-aware, got {self.at!r}")
 
 
+def _json_default(value: Any) -> Any:
+    """Times, dates, decimals and paths as text; anything else is a mistake, not a string to guess."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, PurePath)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
 def _values(item: JournalEvent, now: datetime) -> dict[str, Any]:
     try:
-        data = None if item.data is None else json.dumps(dict(item.data), sort_keys=True, default=str)
+        data = None if item.data is None else json.dumps(dict(item.data), sort_keys=True, default=_json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"journal event {item.event!r}: data is not JSON-serialisable ({exc})") from None
     return {
