@@ -28,8 +28,9 @@ Per version (mapped task group):
    exactly once. A dispute skips the load; a corrected file from the partner supersedes the
    disputed version and resolves its item.
 
-Finally **audit_trail** logs each partner's history (also ``python -m include.catalog.history
---partner KEY``). Reruns and backfills post no second item and load nothing twice.
+Finally **audit_trail** logs each partner's history, a view on the exchange journal (also
+``python -m include.catalog.history --partner KEY`` or ``python -m include.exchange.journal
+--partner KEY --use-case catalog_sync``). Reruns and backfills post no second item and load nothing twice.
 Logic lives in ``include/catalog/``; see docs/catalog-sync.md.
 """
 
