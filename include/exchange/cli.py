@@ -79,7 +79,9 @@ def open_command_db(arg: str | None, **kwargs) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise CommandError(f"not a database URL: {url!r}") from None
+        # Not echoed: a mistyped URL may still hold a password.
+        raise CommandError("the database setting is not a SQLAlchemy URL (e.g. postgresql+psycopg2://… "
+                           "or sqlite:////abs/path.db)") from None
     database = parsed.database
     if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
         if not Path(database).is_file():
