@@ -13,20 +13,24 @@ never one task per file):
    check the files of one document type together against its suite; archive the good files and
    quarantine the bad ones (renamed, never deleted). A re-delivered identical file is recognised
    by the ledger and announced only once.
-3. **publish_results**: tell the partner on TG: good files get a *notification* (``requires_ack``;
-   metadata: document type, file name, sha256, size, rows, dag_id, run_id); bad files a
-   *validation_failure case* with the error summary and the check report attached. A corrected
-   file for the same document resolves the open case with a comment linking the new notification.
-   A file that cannot be fetched after retries gets a *transfer_failure case*; so does a partner
-   whose session fails for good. Kept apart from intake so a TG outage retries only the posts.
-4. **sync_partner_feedback**: TG item statuses (acknowledged, disputed, resolved) come back into
-   the ledger, so open partner disputes can be listed and followed to closure.
+3. **plan_posts**: what to tell the partner on TG: good files get a *notification*
+   (``requires_ack``; metadata: document type, file name, sha256, size, rows, dag_id, run_id); bad
+   files a *validation_failure case* with the error summary and the check report attached (inline: no
+   shared disk needed). A corrected file for the same document resolves the open case with a comment
+   linking the new notification. A file that cannot be fetched after retries gets a
+   *transfer_failure case*; so does a partner whose session fails for good.
+4. **post_items**: ``TradingGridBulkPostOperator`` posts the plan in bulk mode, idempotently; its
+   "Trading Grid items" button opens what it posted. Kept apart from intake so a TG outage retries
+   only the posts.
+5. **record_posts**: item tracking, the ledger's TG item ids and the journal.
+6. **sync_partner_feedback**: TG's events since the stored cursor (statuses, acknowledgements,
+   disputes, partner comments) come back into the item tracking, so open disputes can be followed.
 
 Reruns and cleared tasks post nothing twice: every TG item has an ``external_ref`` derived from
 partner, document and content, and the intake ledger remembers each file version.
 
 Failures: tasks retry, then ``include.alerts.task_failure_alert`` logs and e-mails (no secrets).
-Logic lives in ``include/document_delivery.py``; see docs/document-delivery.md.
+Logic lives in ``include/document_delivery/`` on the kit ``include/exchange/``; see docs/document-delivery.md.
 """
 
 from __future__ import annotations
@@ -35,8 +39,17 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task, task_group
 
-from include import document_delivery as delivery
 from include.alerts import task_failure_alert
+from include.exchange.sensor import PartnerInboundSensor, wait_seconds
+from trading_grid.operators.bulk import TradingGridBulkPostOperator
+
+WAIT_SECONDS = wait_seconds("DOCUMENT_DELIVERY_WAIT_SECONDS", 600)  # < the 15-minute schedule
+
+
+def _transfer_failure_callback(context):
+    from include.document_delivery.runtime import transfer_failure_callback
+
+    transfer_failure_callback(context)
 
 
 @dag(
@@ -60,34 +73,50 @@ def document_delivery():
     @task
     def enabled_partners() -> list[dict]:
         """Registry → one entry per enabled partner: the mapping of everything below."""
-        return delivery.enabled_partner_targets()
+        from include.document_delivery.runtime import enabled_partner_targets
+
+        return enabled_partner_targets()
 
     @task_group
     def deliver(partner_key: str, inbound: str, sftp_conn_id: str):
-        wait_for_files = delivery.PartnerInboundSensor(
+        wait_for_files = PartnerInboundSensor(
             task_id="wait_for_files",
             path=inbound,
             sftp_conn_id=sftp_conn_id,
-            timeout=delivery.sensor_wait_seconds(),
+            timeout=WAIT_SECONDS,
             poke_interval=30,
             soft_fail=True,  # nothing delivered is a quiet partner, not a failure
         )
 
-        @task(on_failure_callback=[task_failure_alert, delivery.transfer_failure_callback])
+        @task(on_failure_callback=[task_failure_alert, _transfer_failure_callback])
         def intake(partner_key: str) -> list[dict]:
-            return delivery.intake(partner_key, delivery.run_context())
+            from include.document_delivery import runtime
+
+            return runtime.intake(partner_key)
+
+        @task(multiple_outputs=True)
+        def plan_posts(partner_key: str, outcomes: list[dict]) -> dict:
+            from include.document_delivery import runtime
+
+            return runtime.plan_posts(partner_key, outcomes)
 
         @task
-        def publish_results(partner_key: str, outcomes: list[dict]) -> dict:
-            return delivery.publish_results(partner_key, outcomes, delivery.run_context())
+        def record_posts(partner_key: str, plan: dict, posted: list[dict]) -> dict:
+            from include.document_delivery import runtime
+
+            return runtime.record_posts(partner_key, plan, posted)
 
         outcomes = intake(partner_key=partner_key)
         wait_for_files >> outcomes
-        publish_results(partner_key=partner_key, outcomes=outcomes)
+        plan = plan_posts(partner_key=partner_key, outcomes=outcomes)
+        post_items = TradingGridBulkPostOperator(task_id="post_items", posts=plan["posts"], actions=plan["actions"])
+        record_posts(partner_key=partner_key, plan=plan, posted=post_items.output)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def sync_partner_feedback() -> dict:
-        return delivery.sync_partner_feedback(delivery.run_context())
+        from include.document_delivery import runtime
+
+        return runtime.sync_partner_feedback()
 
     deliver.expand_kwargs(enabled_partners()) >> sync_partner_feedback()
 

@@ -17,7 +17,7 @@ import include.intake.ledger  # noqa: F401  (registers intake_files)
 from include.db import create_tables, get_engine, metadata
 
 # The exchange kit's table modules, being written now; each is enabled once it is committed.
-# import include.exchange.items  # noqa: F401
+import include.exchange.items  # noqa: F401
 # import include.exchange.outbound  # noqa: F401
 # import include.exchange.feedback  # noqa: F401
 

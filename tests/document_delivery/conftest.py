@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from include.document_delivery import RunContext
+from include.document_delivery.runtime import DAG_ID
 from tests.support.postgres import create_database, drop_database
 from tests.support.tg_sandbox import start_sandbox
 
@@ -81,6 +82,43 @@ class DeliveryEnv:
                           db_url=self.ctx.db_url, registry_path=self.ctx.registry_path, poll_interval=0.2,
                           fetch_attempts=self.ctx.fetch_attempts, retry_backoff=self.ctx.retry_backoff)
 
+    def tracked(self, kind: str | None = None, **filters) -> list[dict]:
+        """This use case's rows of the kit's item tracking, as dicts."""
+        from include.db import get_engine
+        from include.exchange.items import tracked_items
+
+        return [t.to_dict() for t in tracked_items(get_engine(self.ctx.db_url), use_case="document_delivery",
+                                                   kinds=(kind,) if kind else None, **filters)]
+
+    # -- the intake's steps one by one, each over a session of its own (as a test needs them) --------
+    def check_readiness(self, ctx: RunContext | None = None, max_polls: int | None = None) -> list[int]:
+        from dataclasses import replace
+
+        from include.document_delivery.intake import check_readiness
+        from include.exchange.run import lost_on_connection_error, open_run, sftp_session
+
+        run = open_run(PARTNER, replace(ctx or self.ctx, max_polls=max_polls))
+        with lost_on_connection_error(run.partner), sftp_session(run.partner.sftp_conn_id) as sftp:
+            return check_readiness(run, run.inbox(sftp))
+
+    def fetch_and_validate(self, entry_ids: list[int], ctx: RunContext | None = None):
+        from include.document_delivery.intake import fetch_and_validate
+        from include.exchange.run import lost_on_connection_error, open_run, sftp_session
+
+        run = open_run(PARTNER, ctx or self.ctx)
+        with lost_on_connection_error(run.partner), sftp_session(run.partner.sftp_conn_id) as sftp:
+            return fetch_and_validate(run, run.inbox(sftp), sftp, entry_ids)
+
+    def publish(self, outcomes, ctx: RunContext | None = None) -> dict:
+        """plan → post → record: a cleared publish step of the same run."""
+        from trading_grid.hooks.trading_grid import TradingGridHook
+
+        from include.document_delivery import publish
+        from include.exchange.run import open_run
+
+        with TradingGridHook() as hook:
+            return publish(open_run(PARTNER, ctx or self.ctx), outcomes, hook)
+
     # -- TG, read with the enterprise client over the API ------------------------------------------
     def _headers(self) -> dict:
         return {"Authorization": "Bearer " + self.sandbox.token(*self.sandbox.enterprise)}
@@ -134,7 +172,7 @@ def delivery_env(tmp_path, sshd_server, clean_partner_folders, monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_TRADING_GRID_DEFAULT", sandbox.airflow_conn_json())
         monkeypatch.setenv("EXCHANGE_DB_URL", db_url)
         monkeypatch.setenv("PARTNER_REGISTRY", str(registry))
-        ctx = RunContext(run_id=f"manual__{uuid.uuid4().hex[:8]}", staging_root=str(tmp_path / "staging"),
+        ctx = RunContext(dag_id=DAG_ID, run_id=f"manual__{uuid.uuid4().hex[:8]}", staging_root=str(tmp_path / "staging"),
                          db_url=db_url, registry_path=str(registry), poll_interval=0.2, fetch_attempts=2,
                          retry_backoff=0.1)
         try:

@@ -8,6 +8,7 @@ import pytest
 
 from include import alerts
 from include import document_delivery as dd
+from include.document_delivery.runtime import transfer_failure_callback
 from tests.data.bad_inputs import make_valid_file
 from tests.document_delivery.conftest import PARTNER, TG_PARTNER
 from tests.support.sshd import start_sshd
@@ -29,19 +30,19 @@ def test_lost_session_opens_a_transfer_failure_case_and_recovery_resolves_it(del
         inbound = doomed.local_path(f"/partners/{PARTNER}/inbound")
         (inbound / "INV-5001.csv").write_bytes(
             make_valid_file(env.tmp / "src", "invoice", rows=3, name="s.csv").read_bytes())
-        claimed = dd.check_readiness(PARTNER, env.ctx)
+        claimed = env.check_readiness()
         assert len(claimed) == 1
         doomed.process.terminate()  # the server goes away between readiness and transfer
         doomed.process.wait(timeout=10)
         with pytest.raises(dd.SessionLost) as lost:
-            dd.fetch_and_validate(PARTNER, claimed, env.ctx)
+            env.fetch_and_validate(claimed)
 
     # Airflow calls the task's failure callbacks after the last retry failed.
-    dd.transfer_failure_callback(_failure_context(env, lost.value))
+    transfer_failure_callback(_failure_context(env, lost.value))
     (case,) = env.items(category="transfer_failure")
     assert case["type"] == "case" and case["partner_id"] == TG_PARTNER and case["status"] == "open"
     assert "SessionLost" in case["body"] and "acme" in case["metadata"]["error"]
-    dd.transfer_failure_callback(_failure_context(env, lost.value))  # a second failing run: same case
+    transfer_failure_callback(_failure_context(env, lost.value))  # a second failing run: same case
     assert len(env.items(category="transfer_failure")) == 1
 
     # Back on the working server: the next delivery goes through and closes the session case.
@@ -68,7 +69,7 @@ def test_failed_task_sends_an_alert_mail_without_secrets(delivery_env, smtp_inbo
                        f'{{"conn_type": "sftp", "host": "127.0.0.1", "port": {closed}, "login": "u", '
                        f'"password": "pw-Secret-123", "extra": {{"no_host_key_check": true}}}}')
     with pytest.raises(Exception) as failure:
-        dd.check_readiness(PARTNER, env.ctx, max_polls=1)
+        env.check_readiness(max_polls=1)
     exc = ConnectionError(f"{type(failure.value).__name__}: {failure.value} (while using "
                           f"sftp://u:pw-Secret-123@127.0.0.1:{closed}, password=pw-Secret-123)")
     alerts.task_failure_alert(_failure_context(env, exc, task_id="deliver.check_readiness"))
@@ -83,24 +84,37 @@ def test_failed_task_sends_an_alert_mail_without_secrets(delivery_env, smtp_inbo
     assert "pw-Secret-123" not in text
 
 
+def _engine():
+    from include.db import get_engine
+
+    return get_engine()
+
+
+def _sync() -> dict:
+    from trading_grid.hooks.trading_grid import TradingGridHook
+
+    with TradingGridHook() as hook:
+        return dd.sync_partner_feedback(_engine(), hook)
+
+
 def test_partner_dispute_is_tracked_until_resolved(delivery_env):
     env = delivery_env
     env.drop("INV-6001.csv", make_valid_file(env.tmp / "src", "invoice", rows=3, name="p.csv"))
     dd.run_partner_once(PARTNER, env.ctx)
     (note,) = env.items(category="document_delivery")
-    assert dd.open_disputes() == []
+    assert dd.open_disputes(_engine()) == []
 
     resp = env.as_partner("POST", f"/{note['id']}/transitions",
                           json={"to": "disputed", "comment": "Amounts differ from our ERP"})
     assert resp.status_code in (200, 201), resp.text
-    synced = dd.sync_partner_feedback(env.ctx)
+    synced = _sync()
     assert synced["status_changes"] == 1
-    assert [d["item_id"] for d in dd.open_disputes()] == [note["id"]]
+    assert [d.item_id for d in dd.open_disputes(_engine())] == [note["id"]]
     assert synced["open_disputes"] == [note["id"]]
 
     resp = env.as_partner("POST", f"/{note['id']}/transitions", json={"to": "resolved", "comment": "Our mistake"})
     assert resp.status_code in (200, 201), resp.text
-    synced = dd.sync_partner_feedback(env.context("scheduled__2"))
-    assert synced["open_disputes"] == [] and dd.open_disputes() == []
-    (row,) = dd.tracked_items(partner_key=PARTNER)
+    synced = _sync()
+    assert synced["open_disputes"] == [] and dd.open_disputes(_engine()) == []
+    (row,) = env.tracked(partner_key=PARTNER)
     assert row["status"] == "resolved"

@@ -44,7 +44,7 @@ def test_happy_path_archives_and_notifies_with_metadata(delivery_env):
     assert summary["notifications"] == [item["id"]]
     staged = [p.name for p in (env.ctx.staging_dir() / PARTNER).iterdir()]
     assert staged and all(name.endswith(".report.json") for name in staged), "staged copies removed once published"
-    tracked = dd.tracked_items(partner_key=PARTNER)
+    tracked = env.tracked(partner_key=PARTNER)
     assert [(t["item_id"], t["kind"], t["status"]) for t in tracked] == [(item["id"], "document_delivery", "open")]
 
 
@@ -75,7 +75,7 @@ def test_rerun_and_new_run_post_nothing_new(delivery_env):
     before = {i["id"]: i["updated_at"] for i in env.items()}
 
     # Clearing publish_results: same run, same outcomes, posted again → converges, nothing new.
-    again = dd.publish_results(PARTNER, first["outcomes"], env.ctx)
+    again = env.publish(first["outcomes"])
     assert again["created"] == 0 and again["reused"] == 2
     # The same run cleared as a whole, and the next scheduled run: nothing left to do.
     assert dd.run_partner_once(PARTNER, env.ctx)["created"] == 0
@@ -185,24 +185,24 @@ def test_corrected_file_resolves_the_case_with_a_link(delivery_env):
     assert env.item(case["id"])["status"] == "resolved"
     links = [c for c in env.comments(case["id"]) if notification["id"] in c["body"]]
     assert len(links) == 1 and "INV-3001_corrected.csv" in links[0]["body"]
-    assert dd.tracked_items(partner_key=PARTNER, kind="validation_failure")[0]["resolved_by_item_id"] == notification["id"]
+    assert env.tracked(kind="validation_failure", partner_key=PARTNER)[0]["resolved_by_item_id"] == notification["id"]
 
 
 def test_file_that_vanishes_before_fetch_opens_a_transfer_failure_case(delivery_env):
     env = delivery_env
     path = env.drop("INV-4001.csv", make_valid_file(env.tmp / "src", "invoice", rows=3, name="v.csv"))
-    claimed = dd.check_readiness(PARTNER, env.ctx)
+    claimed = env.check_readiness()
     assert len(claimed) == 1
     path.unlink()  # the partner withdrew it, or the server lost it, between listing and transfer
 
-    outcomes = dd.fetch_and_validate(PARTNER, claimed, env.ctx)
-    assert [o["kind"] for o in outcomes] == [dd.TRANSFER_FAILED]
-    assert "vanished" in outcomes[0]["reason"] and "INV-4001.csv" in outcomes[0]["reason"]
-    dd.publish_results(PARTNER, outcomes, env.ctx)
+    outcomes = env.fetch_and_validate(claimed)
+    assert [o.kind for o in outcomes] == [dd.TRANSFER_FAILED]
+    assert "vanished" in outcomes[0].reason and "INV-4001.csv" in outcomes[0].reason
+    env.publish(outcomes)
 
     (case,) = env.items(category="transfer_failure")
     assert case["type"] == "case" and case["partner_id"] == TG_PARTNER
-    assert "INV-4001.csv" in case["title"] and outcomes[0]["reason"][:40] in case["body"]
+    assert "INV-4001.csv" in case["title"] and outcomes[0].reason[:40] in case["body"]
     assert case["metadata"]["error"]
     assert env.items(category="document_delivery") == []
 
@@ -217,7 +217,7 @@ def test_temporary_upload_is_left_alone_until_renamed(delivery_env):
 
     partial.rename(env.inbound / "INV-7001.csv")  # the upload tool renames when done
     second = dd.run_partner_once(PARTNER, env.context("scheduled__2"))
-    assert [o["kind"] for o in second["outcomes"]] == [dd.PASSED]
+    assert [o.kind for o in second["outcomes"]] == [dd.PASSED]
     (note,) = env.items(category="document_delivery")
     assert note["metadata"]["file_name"] == "INV-7001.csv"
     assert env.names(env.inbound) == []

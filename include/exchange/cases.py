@@ -1,0 +1,94 @@
+"""The cases every use case opens the same way: a file failed its checks, a transfer failed.
+
+Each builder returns a *post request* for the plugin's bulk post operator
+(:class:`trading_grid.operators.trading_grid.TradingGridBulkPostOperator`): the item payload with its
+``external_ref`` (:func:`trading_grid.refs.external_ref` of use case, partner, subject and reason) and,
+for a validation failure, the check report attached inline (JSON text), so the task that posts needs no
+disk shared with the worker that checked the file.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from include.partners import Partner
+
+VALIDATION_FAILURE = "validation_failure"
+TRANSFER_FAILURE = "transfer_failure"
+VALIDATION_REASON = "validation_failed"
+TRANSFER_REASON = "transfer_failed"
+
+
+def md_name(text: str) -> str:
+    """A file name as a markdown code span: shown literally, whatever characters it holds."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text).replace("`", "'")
+    return f"`{cleaned}`"
+
+
+def item_ref(use_case: str, partner: Partner, subject: str, reason: str) -> str:
+    from trading_grid.refs import external_ref
+
+    return external_ref(use_case, partner.tg_partner_id, subject, reason)
+
+
+def report_attachment(file_name: str, report_json: str):
+    """The check report as an inline attachment named after the file."""
+    from trading_grid.posts import InlineAttachment
+
+    from include.intake.names import safe_local_name
+
+    return InlineAttachment(filename=f"check-report-{safe_local_name(file_name, 100)}.json",
+                            content=report_json.encode("utf-8"), content_type="application/json")
+
+
+def post_request(payload: dict[str, Any], *, attachments=(), actions=()) -> dict[str, Any]:
+    """One request for the bulk post operator (``ItemPost.to_dict()``): the item, then its attachments and
+    the follow-up actions on other items that run once it exists."""
+    from trading_grid.posts import ItemPost
+
+    return ItemPost(payload, attachments=tuple(attachments), actions=tuple(actions)).to_dict()
+
+
+def validation_failure_post(partner: Partner, *, use_case: str, subject: str, file_name: str, label: str,
+                            reason_code: str, summary: str, report_json: str | None, next_step: str,
+                            metadata: dict[str, Any], due_in: timedelta | None = timedelta(days=2)) -> dict:
+    """A quarantined file's validation_failure case (requires the partner's acknowledgement).
+
+    ``subject`` names the file version (document and content), so each bad version has one case;
+    ``next_step`` tells the partner what to send instead.
+    """
+    payload = {
+        "partner_id": partner.tg_partner_id,
+        "type": "case",
+        "category": VALIDATION_FAILURE,
+        "severity": "medium",
+        "requires_ack": True,
+        "title": f"{label} {file_name} failed its checks: {reason_code}",
+        "body": f"{md_name(file_name)} was quarantined and not processed. {next_step}\n\n{summary}",
+        "external_ref": item_ref(use_case, partner, subject, VALIDATION_REASON),
+        "metadata": {**metadata, "reason_code": reason_code},
+    }
+    if due_in is not None:
+        payload["due_at"] = (datetime.now(timezone.utc) + due_in).isoformat(timespec="seconds")
+    return post_request(payload, attachments=[report_attachment(file_name, report_json)] if report_json else [])
+
+
+def transfer_failure_post(partner: Partner, *, use_case: str, subject: str, title: str, body: str,
+                          error: str, metadata: dict[str, Any], requires_ack: bool = True) -> dict:
+    """A transfer_failure case: a file (or the whole session) could not be moved over SFTP."""
+    from include.alerts import scrub_secrets
+
+    error = scrub_secrets(error)[:2000]
+    payload = {
+        "partner_id": partner.tg_partner_id,
+        "type": "case",
+        "category": TRANSFER_FAILURE,
+        "severity": "high",
+        "requires_ack": requires_ack,
+        "title": title,
+        "body": f"{body}\n\nError: `{error}`",
+        "external_ref": item_ref(use_case, partner, subject, TRANSFER_REASON),
+        "metadata": {**metadata, "error": error},
+    }
+    return post_request(payload)
