@@ -160,14 +160,18 @@ def test_200_posts_under_faults_converge_and_a_rerun_posts_nothing_twice(tg, hoo
 
     tg.set_faults(**FAULTS, seed=11)
     first = post_items(hook, posts, actions, max_concurrency=16)
+    recovered_before = hook.stats["recovered"]
     second = post_items(hook, posts, actions, max_concurrency=16)  # the retry / cleared task
+    recovered_in_rerun = hook.stats["recovered"] - recovered_before
     tg.clear_faults()
 
     assert first.errors == [] and second.errors == []
-    assert hook.stats["retries"] > 50 and hook.stats["recovered"] > 0  # the faults really happened
+    assert hook.stats["retries"] > 50 and recovered_before > 0  # the faults really happened
     assert [p.external_ref for p in first.posted] == [p.external_ref for p in posts]
     assert [p.created for p in first.posted] == [True] * 200
-    assert [p.created for p in second.posted] == [False] * 200
+    # A rerun creates nothing. The hook reports created=True only where a replay's answer was lost
+    # and the identical item was found (it cannot tell that item from its own: documented there).
+    assert sum(p.created for p in second.posted) <= recovered_in_rerun
     ids = [p.item_id for p in first.posted]
     assert len(set(ids)) == 200 and [p.item_id for p in second.posted] == ids
     assert all(p.url == f"{tg.base_url}/portal/items/{p.item_id}" for p in first.posted)
