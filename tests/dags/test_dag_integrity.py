@@ -94,9 +94,35 @@ def test_document_delivery_shape(dagbag):
         "enabled_partners",
         "deliver.wait_for_files",
         "deliver.intake",
-        "deliver.publish_results",
+        "deliver.plan_posts",
+        "deliver.post_items",
+        "deliver.record_posts",
         "sync_partner_feedback",
     }
+    # Posts go through the plugin's operator (its extra link shows what it posted), not a hook in a task.
+    from trading_grid.operators.bulk import TradingGridBulkPostOperator
+
+    post = dag.get_task("deliver.post_items")
+    assert isinstance(post, TradingGridBulkPostOperator)
+    assert [link.name for link in post.operator_extra_links] == ["Trading Grid items"]
+
+
+def test_document_delivery_dag_file_imports_no_use_case_module_at_parse_time():
+    """The sensor comes from the kit (include.exchange.sensor), not from the use case's package."""
+    dag_file = REPO / "dags" / "document_delivery.py"
+    code = f"""
+import json, os, sys
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(dag_file)!r})
+print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                  "use_case": sorted(m for m in sys.modules if m.startswith("include.document_delivery"))}}))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {} and result["use_case"] == []
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)

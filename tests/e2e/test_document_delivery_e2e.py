@@ -45,6 +45,8 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
     rows[2][header.index("amount")] = "-1.00"
     (inbound / "INV-E2E-2.csv").write_text(csv_text(header, rows))
     (inbound / "INV-E2E-3.csv.part").write_text("still uploading")
+    # A sub-folder (catalog sync's) is not a delivery: the quiet partner must stay quiet.
+    sshd_server.local_path("/partners/globex/inbound/catalog").mkdir(exist_ok=True)
 
     try:
         with start_sandbox(tmp_path / "sandbox") as sandbox:
@@ -54,7 +56,7 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
                 "EXCHANGE_DB_URL": exchange_db,
                 "PARTNER_REGISTRY": str(registry),
                 "DOCUMENT_DELIVERY_WAIT_SECONDS": str(QUIET_WAIT_SECONDS),
-                "DOCUMENT_DELIVERY_STAGING": str(tmp_path / "staging"),
+                "EXCHANGE_STAGING_DIR": str(tmp_path / "staging"),
             })
             stack.wait_for_dag("document_delivery")
             assert stack.import_errors() == []
@@ -71,9 +73,9 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
             assert run["state"] == "success", (final, stack.tail_logs())
 
             # Mapped by partner: 2 partners → 2 instances of each task of the group, whatever the files.
-            assert final[("deliver.publish_results", 0)] == "success"
+            assert final[("deliver.record_posts", 0)] == "success"
             assert final[("deliver.wait_for_files", 1)] == "skipped", "the quiet partner is skipped, not failed"
-            assert final[("deliver.publish_results", 1)] == "skipped"
+            assert final[("deliver.record_posts", 1)] == "skipped"
             assert sum(1 for task_id, _ in final if task_id == "deliver.intake") == 2
             # The sensor waited in the triggerer: seen deferred through the API, and the trigger ran there.
             assert "deferred" in seen[("deliver.wait_for_files", 1)], seen
