@@ -99,17 +99,22 @@ def warm_checks(scratch: Path) -> float:
 
 
 def run_partner(key: str, ctx) -> dict:
-    """One partner's tasks as the mapped task group runs them (intake, then publish_results).
+    """One partner's tasks as the mapped task group runs them (intake, then plan → bulk post → record).
 
     Stage seconds come from wrapping the functions those tasks call: readiness, fetch (incl. the
-    ledger; validation taken out), validate, moves (archive/quarantine renames + ledger), tg (posts).
+    ledger; validation taken out), validate, moves (archive/quarantine renames + ledger), tg (plan the
+    posts, the bulk operator's post_items, record them).
     """
+    from trading_grid.hooks.trading_grid import TradingGridHook
+
     from include import document_delivery as dd
+    from include.document_delivery import intake as steps
+    from include.exchange.run import open_run
 
     stages = {"readiness": 0.0, "fetch": 0.0, "validate": 0.0, "moves": 0.0, "tg": 0.0}
-    timed = {"check_readiness": "readiness", "fetch_and_validate": "fetch", "_validate": "validate",
-             "move_files": "moves", "_post_items": "tg"}
-    originals = {name: getattr(dd, name) for name in timed}
+    timed = {"check_readiness": "readiness", "fetch_and_validate": "fetch", "validate": "validate",
+             "move_files": "moves"}
+    originals = {name: getattr(steps, name) for name in timed}
 
     def timing(name):
         def wrapper(*args, **kwargs):
@@ -121,13 +126,17 @@ def run_partner(key: str, ctx) -> dict:
         return wrapper
 
     for name in timed:
-        setattr(dd, name, timing(name))
+        setattr(steps, name, timing(name))
     try:
-        outcomes = dd.intake(key, ctx)
-        summary = dd.publish_results(key, outcomes, ctx)
+        run = open_run(key, ctx)
+        outcomes = steps.intake(run)
+        t = time.perf_counter()
+        with TradingGridHook() as hook:
+            summary = dd.publish(run, outcomes, hook)
+        stages["tg"] += time.perf_counter() - t
     finally:
         for name, original in originals.items():
-            setattr(dd, name, original)
+            setattr(steps, name, original)
     stages["fetch"] -= stages["validate"]
     return {"key": key, "files": len(outcomes), "stages": stages, "notifications": len(summary["notifications"]),
             "created": summary["created"], "cases": len(summary["validation_cases"]) + len(summary["transfer_cases"])}
@@ -226,7 +235,7 @@ def main() -> int:
         warm = warm_checks(workdir / "warm")
         raw = raw_download(sshd, remote_paths, workdir / "raw")
         print(f"raw paramiko download: {raw:.2f} s; checks warm-up {warm:.2f} s", flush=True)
-        ctx = RunContext(run_id="bench__1", staging_root=str(workdir / "staging"), db_url=db_url,
+        ctx = RunContext(dag_id="document_delivery", run_id="bench__1", staging_root=str(workdir / "staging"), db_url=db_url,
                          registry_path=str(registry_path))
         pipe = run_pipeline(keys, ctx, args.workers)
 
