@@ -40,15 +40,17 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, insert, select, update
+from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, insert,
+                        select, update)
 from sqlalchemy.exc import IntegrityError
 
 from include.db import metadata
+from include.exchange.journal import JournalEvent, record
 from include.intake.errors import FileChangedError, TransferError, TransferTimeout
 from include.intake.fetch import (DEFAULT_MAX_REQUESTS, DEFAULT_REQUEST_SIZE, DEFAULT_STALL_TIMEOUT, _pipelined_copy,
                                   _Responses, time_bound, tune_session)
 from include.intake.listing import list_folder
-from include.intake.names import MANIFEST_SUFFIX, DONE_SUFFIX, is_temporary_name, unsafe_name_reason
+from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX, is_temporary_name, unsafe_name_reason
 
 log = logging.getLogger(__name__)
 
@@ -320,10 +322,10 @@ class _Discard:
 
 def _remote_sha256(session: _Session, path: str, size: int) -> str | None:
     digest = hashlib.sha256()
+    stall = max(0.001, min(session.stall_timeout, session.deadline - time.monotonic()))
     try:
         _pipelined_copy(session.sftp, path, _Discard(), digest, session.deadline, DEFAULT_REQUEST_SIZE,
-                        DEFAULT_MAX_REQUESTS, max(0.001, min(session.stall_timeout, session.deadline - time.monotonic())),
-                        size)
+                        DEFAULT_MAX_REQUESTS, stall, size)
     except (FileNotFoundError, FileChangedError):
         return None  # gone or changed while we read it: not ours to vouch for
     return digest.hexdigest()
@@ -338,7 +340,8 @@ def _place(session: _Session, folder: str, file: OutboundFile, size: int, sha: s
         state = _examine(session, folder, name, size, sha, marker)
         if state == "taken" and on_conflict == "refuse":
             _remove_quietly(session, temp)
-            raise OutboundConflict(f"{posixpath.join(folder, name)} holds a different file: refused (never overwritten)")
+            raise OutboundConflict(f"{posixpath.join(folder, name)} holds a different file: refused "
+                                   f"(never overwritten)")
         if state == "same":
             _remove_quietly(session, temp)
             return name
@@ -406,7 +409,9 @@ def _upload(session: _Session, local_path: str, folder: str, file_name: str, siz
                 settle(*inflight.popleft())
         session.arm()
         sftp._request(CMD_CLOSE, handle)
-    except TransferError:
+    except (socket.timeout, TransferTimeout):
+        raise  # the session is dropped by the caller: nothing more is asked of it
+    except (TransferError, OSError):  # a failed write, or the local file could not be read
         for num, at in inflight:  # the server answers in order: drain, then close and remove
             _ignore(settle, num, at)
         _ignore(sftp._request, CMD_CLOSE, handle)
@@ -475,9 +480,7 @@ def _find_sent(engine: Any, partner_key: str, folder: str, file_name: str, sha: 
 
 
 def _journal(conn: Any, events: list[dict]) -> None:
-    """The one call site of the exchange journal: the line commits with the ledger change."""
-    from include.exchange.journal import JournalEvent, record
-
+    """The one call site of the exchange journal: the lines commit with the ledger change."""
     record(conn, [JournalEvent(**event) for event in events])
 
 

@@ -30,7 +30,6 @@ BIG = 200 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def engine(pg_url):
-    import include.exchange.journal  # noqa: F401  (its table, for the journal lines)
     from include.db import get_engine
     from include.schema import ensure_schema
 
