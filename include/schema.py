@@ -18,7 +18,7 @@ from include.db import create_tables, get_engine, metadata
 
 # The exchange kit's table modules, being written now; each is enabled once it is committed.
 import include.exchange.items  # noqa: F401
-# import include.exchange.outbound  # noqa: F401
+import include.exchange.outbound  # noqa: F401  (registers sent_files)
 # import include.exchange.feedback  # noqa: F401
 
 if TYPE_CHECKING:
