@@ -117,3 +117,42 @@ def test_forged_form_without_csrf_changes_nothing(tg_sandbox, enterprise):
     resp = session.post(f"{tg_sandbox.base_url}/portal/items/{item['id']}/transition", data={"to": "resolved", "csrf": "x"})
     assert "notice=csrf" in resp.url
     assert enterprise.get(item["id"]).json()["status"] == "open"
+
+
+def test_run_filter_lists_exactly_the_runs_items_escaped_and_kept_across_sign_in(browser, tg_sandbox, enterprise):
+    """The page the Airflow "Trading Grid items" link opens: /portal/?dag_id=&run_id=, signed in there."""
+    from urllib.parse import urlencode
+
+    run_id = 'manual__2026-12-01T10:00:00+00:00"><script>window.__xss = 1</script>'
+    run = {"dag_id": "document_delivery", "run_id": run_id}
+    mine = [enterprise.create_ok(partner_id="P-ACME", title=f"Run item {n}", metadata={**run, "file_name": f"{n}.csv"})
+            for n in range(3)]
+    enterprise.move(mine[0]["id"], "resolved")
+    other_run = enterprise.create_ok(partner_id="P-ACME", title="Other run item",
+                                     metadata={"dag_id": "document_delivery", "run_id": "scheduled__x"})
+    other_dag = enterprise.create_ok(partner_id="P-ACME", title="Other DAG item", metadata={**run, "dag_id": "catalog_sync"})
+    theirs = enterprise.create_ok(partner_id="P-GLOBEX", title="Globex run item", metadata=run)
+
+    page = browser.new_page()
+    page.goto(f"{tg_sandbox.base_url}/portal/?{urlencode(run)}")  # the link, before signing in
+    page.fill("#client_id", tg_sandbox.partners["P-ACME"][0])
+    page.fill("#client_secret", tg_sandbox.partners["P-ACME"][1])
+    page.click("button[type=submit]")
+    page.wait_for_selector("#run-filter")  # back on the filtered list
+    listed = page.locator("#items tbody tr").evaluate_all("rows => rows.map(r => r.dataset.itemId)")
+    assert sorted(listed) == sorted(i["id"] for i in mine)
+    assert not {other_run["id"], other_dag["id"], theirs["id"]} & set(listed)
+    assert page.text_content("#run-run-id") == run_id  # shown as text, not markup
+    assert page.evaluate("window.__xss") is None
+
+    page.select_option("#status", "resolved")  # the status filter keeps the run filter
+    page.click("text=Filter")
+    page.wait_for_selector("#run-filter")
+    listed = page.locator("#items tbody tr").evaluate_all("rows => rows.map(r => r.dataset.itemId)")
+    assert listed == [mine[0]["id"]]
+
+    page.click("#all-runs")  # drops the run filter, keeps the status
+    page.wait_for_selector("#items")
+    assert page.locator("#run-filter").count() == 0
+    assert "status=resolved" in page.url
+    page.close()
