@@ -169,7 +169,7 @@ def demo_environment(ports: dict[str, int], check: bool = False) -> dict[str, st
         # Tasks talk to the api-server here: it must move with the port (and not try ::1 first).
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports['airflow']}/execution/",
         "EXCHANGE_DB_URL": f"sqlite:///{VAR / 'exchange.db'}",
-        "DOCUMENT_DELIVERY_STAGING": str(VAR / "staging"),
+        "EXCHANGE_STAGING_DIR": str(VAR / "staging"),
         # The default 5 s is too short for an api-server on SQLite sharing 2 busy cores: a task's
         # first call timed out and it failed its first try.
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
