@@ -62,10 +62,11 @@ from include.intake.errors import (
     MoveBatchError,
     MoveError,
     NotAttempted,
+    SessionBroken,
     TransferError,
     TransferTimeout,
 )
-from include.intake.fetch import FetchResult, fetch_to_file, time_bound, tune_session
+from include.intake.fetch import FetchResult, drop_session, fetch_to_file, time_bound, tune_session
 from include.intake.inbox import FetchedFile, PartnerInbox, PollResult, ReadyFile, Rejected, ResumeReport, Waiting
 from include.intake.ledger import Ledger, LedgerEntry, intake_files
 from include.intake.listing import RemoteEntry, list_folder
@@ -90,12 +91,14 @@ __all__ = [
     "Rejected",
     "RemoteEntry",
     "ResumeReport",
+    "SessionBroken",
     "TransferError",
     "TransferTimeout",
     "Waiting",
     "addressable_name",
     "classify_name",
     "companion_target",
+    "drop_session",
     "fetch_to_file",
     "intake_files",
     "is_temporary_name",

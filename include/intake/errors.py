@@ -12,6 +12,10 @@ class TransferError(IntakeError):
     The ledger entry stays claimed with the error recorded; a later run may retry it.
     """
 
+    #: True when the fetch closed the SFTP session before raising this (a timeout, or the session
+    #: broke while requests were in flight): nothing more can be done over that session.
+    session_dropped: bool = False
+
 
 class FileChangedError(TransferError):
     """The remote file's size differs from the listing it was judged ready on: it is being
@@ -23,8 +27,18 @@ class FileVanishedError(TransferError):
 
 
 class TransferTimeout(TransferError):
-    """A fetch exceeded its time bound. The SFTP session may still carry abandoned read requests:
-    close it and open a new one before further transfers."""
+    """A fetch exceeded its time bound or its stall timeout (also: the session failed after the
+    deadline had passed). The session may have been cut in the middle of an SFTP packet, so the
+    fetch has closed it (transport included) before raising: open a new one for further transfers."""
+
+    session_dropped = True
+
+
+class SessionBroken(TransferError):
+    """The SFTP session failed under a fetch before its deadline (connection dropped, a protocol
+    error) while requests were in flight. The fetch has closed it before raising."""
+
+    session_dropped = True
 
 
 class MoveError(IntakeError):

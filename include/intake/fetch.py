@@ -22,9 +22,16 @@ answered; the files come out in the given order with the per-file rules of :func
 The cost per file is then the Python of its requests, not their round trips.
 
 Time is bounded: a deadline of ``timeout_floor + size / min_rate`` (or an explicit ``timeout``) is
-checked between responses, and the channel gets a socket timeout so a stalled server cannot block
-a read for ever. Exceeding it raises :class:`TransferTimeout`; the session then still carries
-abandoned requests and must be closed by the caller.
+checked between responses, and every wait gets a channel timeout within it (and within
+``stall_timeout``) so a stalled server cannot block a read for ever. A socket timeout can fire in
+the middle of an SFTP packet: paramiko has then taken part of it, and the next read of the session
+would start inside the packet's data ("Garbage packet received", or worse, bytes taken for an
+answer). So once a wait times out, the deadline passes with answers owed, or the session fails
+under a transfer, the session is dropped (:func:`drop_session`: its transport closed) before the
+error surfaces, and the error is :class:`TransferTimeout` (a failure after the deadline counts as
+one: it is what the cut looks like) or, before the deadline, :class:`SessionBroken`. Both carry
+``session_dropped``. Errors about the file (a status, a changed size, a local write) leave the
+session clean and usable.
 """
 from __future__ import annotations
 
@@ -33,11 +40,13 @@ import os
 import socket
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from include.intake.errors import FileChangedError, FileVanishedError, NotAttempted, TransferError, TransferTimeout
+from include.intake.errors import (FileChangedError, FileVanishedError, NotAttempted, SessionBroken, TransferError,
+                                   TransferTimeout)
 
 #: 252 KiB requests, 8 in flight: ~2 MiB outstanding = paramiko's default channel window. Bigger
 #: requests cost less Python per byte; OpenSSH's sftp-server answers up to 255 KiB per read (a
@@ -124,6 +133,11 @@ class _Sink:
         if self._error is not None:
             raise self._error
 
+    def abandon(self) -> None:
+        """Stop after a failure: the thread ends, its error (if any) is dropped for the first one."""
+        self._queue.put(None)
+        self._thread.join()
+
 
 class _InlineSink:
     """Writes and hashes in the calling thread: for small files, where starting a helper thread
@@ -138,6 +152,9 @@ class _InlineSink:
         self._digest.update(data)
 
     def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
 
@@ -155,101 +172,243 @@ class _Responses:
         self.by_num[num] = (t, msg)
 
 
+# ---- the session after a timeout -----------------------------------------------------------------
+#: A channel timeout armed to end at the deadline may fire this much before it.
+_DEADLINE_SLACK = 0.01
+
+
+def drop_session(sftp: Any) -> None:
+    """Close the session under ``sftp`` for good: its SSH transport (which closes the channel), else
+    the channel, else ``sftp.close()``. Best effort, never raises, sends nothing to the server.
+
+    Why the transport, not only the channel: a channel cut in the middle of an SFTP packet can
+    never be read in step again, and whoever holds the session (``transport.is_active()``) must see
+    it as dead rather than reuse a connection whose server may be stuck."""
+    try:
+        channel = sftp.get_channel()
+    except Exception:  # not a paramiko client
+        channel = None
+    for close in ((lambda: channel.get_transport().close(), channel.close) if channel is not None
+                  else (getattr(sftp, "close", None),)):
+        if close is None:
+            continue
+        try:
+            close()
+            return
+        except Exception:
+            continue
+
+
+def _is_session_failure(exc: BaseException) -> bool:
+    """Raised by a call into the SFTP client, does ``exc`` say the session itself failed (a socket
+    timeout, the connection gone, a protocol error) rather than the server refusing a request?"""
+    return isinstance(exc, (socket.timeout, EOFError)) or type(exc).__module__.startswith("paramiko")
+
+
+def _counts_as_timeout(cause: BaseException | None, deadline: float) -> bool:
+    """A deadline check (``cause`` None), a socket timeout, or any session failure once the deadline
+    has passed (the data cut by it shows up as "Garbage packet", EOF, ...): a timeout."""
+    return cause is None or isinstance(cause, socket.timeout) or time.monotonic() >= deadline - _DEADLINE_SLACK
+
+
+class _Cut(Exception):
+    """Internal: the session failed under a transfer (``cause``), or the deadline passed with requests
+    in flight (``cause`` None). The session cannot be trusted any more: :func:`_dropped_on_cut`
+    drops it and raises :class:`TransferTimeout` or :class:`SessionBroken` instead."""
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+def _cut_error(cause: BaseException | None, what: str, deadline: float, stall_timeout: float) -> TransferError:
+    if not _counts_as_timeout(cause, deadline):
+        return SessionBroken(f"{what} failed: {type(cause).__name__}: {cause}; session dropped")
+    if isinstance(cause, socket.timeout) and time.monotonic() < deadline - _DEADLINE_SLACK:
+        return TransferTimeout(f"{what} stalled: no data for {stall_timeout:g}s; session dropped")
+    return TransferTimeout(f"{what} exceeded its time bound; session dropped")
+
+
+@contextmanager
+def _dropped_on_cut(sftp: Any, remote_path: str, deadline: float, stall_timeout: float, received: list[int]):
+    """Around one file's transfer: a :class:`_Cut` drops the session before its error surfaces; so
+    does an interruption (KeyboardInterrupt, the task being killed), which may come mid-request."""
+    try:
+        yield
+    except _Cut as cut:
+        drop_session(sftp)
+        raise _cut_error(cut.cause, f"fetch of {remote_path} (after {received[0]} bytes)", deadline,
+                         stall_timeout) from cut.cause
+    except Exception:
+        raise
+    except BaseException:
+        drop_session(sftp)
+        raise
+
+
+def _guarded(call, *args):
+    """``call(*args)`` on the SFTP client, a session failure raised as :class:`_Cut`."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        if _is_session_failure(exc):
+            raise _Cut(exc) from exc
+        raise
+
+
+class _Wire:
+    """The requests of one file's transfer on a paramiko session. Every wait is armed with a channel
+    timeout within the deadline (a stalled server cannot block for ever); every failure of a
+    session call, and the deadline passing while an answer is owed, raise :class:`_Cut`."""
+
+    def __init__(self, sftp: Any, deadline: float, stall_timeout: float) -> None:
+        self.sftp = sftp
+        self.channel = sftp.get_channel()
+        self.deadline = deadline
+        self.stall_timeout = stall_timeout
+        self.responses = _Responses()
+
+    def arm(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Cut(None)
+        self.channel.settimeout(max(0.001, min(self.stall_timeout, remaining)))
+
+    def send(self, cmd: int, *args: Any) -> int:
+        try:
+            return self.sftp._async_request(self.responses, cmd, *args)
+        except Exception as exc:  # possibly half a packet sent: the server's side is cut too
+            raise _Cut(exc) from exc
+
+    def wait_for(self, num: int) -> tuple[int, Any]:
+        by_num = self.responses.by_num
+        while num not in by_num:
+            self.arm()
+            try:
+                self.sftp._read_response()
+            except Exception as exc:  # a timeout here may have taken part of a packet
+                raise _Cut(exc) from exc
+        return by_num.pop(num)
+
+
 def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int,
                     max_requests: int, stall_timeout: float, expected_size: int | None = None) -> int:
-    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+    """Own pipelined reads of one file into ``out`` and ``digest`` (see the module docstring).
 
-    channel = sftp.get_channel()
-    previous_timeout = channel.gettimeout()
-    channel.settimeout(stall_timeout)
-    responses = _Responses()
+    A file-level error (an SFTP status, a changed size, a local write) leaves the session clean:
+    owed answers drained, handle closed. A timeout, or a failure of the session, drops it
+    (:func:`drop_session`) and raises :class:`TransferTimeout` / :class:`SessionBroken`;
+    ``FileNotFoundError`` at the open passes through."""
+    from paramiko.sftp import CMD_CLOSE
+
+    wire = _Wire(sftp, deadline, stall_timeout)
+    previous_timeout = wire.channel.gettimeout()
     inflight: deque[tuple[int, int, int]] = deque()
-    total = 0
+    received = [0]
     sink = (_InlineSink(out, digest) if expected_size is not None and expected_size <= INLINE_SINK_MAX
             else _Sink(out, digest))
-
-    def wait_for(num: int) -> tuple[int, Any]:
-        while num not in responses.by_num:
-            if time.monotonic() > deadline:
-                raise TransferTimeout(f"fetch of {remote_path} exceeded its time bound after {total} bytes")
-            sftp._read_response()
-        return responses.by_num.pop(num)
-
     try:
-        with sftp.open(remote_path, "rb") as remote:
-            handle = remote.handle
-            next_offset = 0
-            eof = False
+        with _dropped_on_cut(sftp, remote_path, deadline, stall_timeout, received):
+            wire.arm()
+            remote = _guarded(sftp.open, remote_path, "rb")
             try:
-                while not eof:
-                    # With a known size, ask for nothing past one probe at the end (it confirms EOF,
-                    # or shows the file grew): a small file costs two requests, not max_requests.
-                    while len(inflight) < max_requests and (
-                        expected_size is None or next_offset <= expected_size or not inflight):
-                        num = sftp._async_request(responses, CMD_READ, handle, int64(next_offset), int(request_size))
-                        inflight.append((num, next_offset, request_size))
-                        next_offset += request_size
-                    num, offset, length = inflight.popleft()
-                    t, msg = wait_for(num)
-                    if t == CMD_STATUS:
-                        code = msg.get_int()
-                        if code == SFTP_EOF:
-                            eof = True
-                            break
-                        raise TransferError(f"read of {remote_path} failed at offset {offset}: SFTP status {code}")
-                    if t != CMD_DATA:
-                        raise TransferError(f"read of {remote_path}: unexpected SFTP response type {t}")
-                    data = msg.get_string()
-                    sink.write(data)
-                    total += len(data)
-                    if expected_size is not None and total > expected_size:
-                        raise FileChangedError(f"{remote_path} changed while fetching: listed {expected_size} bytes, "
-                                            f"read more than that")
-                    if len(data) < length:
-                        # Short read before EOF: the server caps read lengths. Drop the queued
-                        # requests, continue where the data stopped (the file stays in order) and
-                        # ask for that size from now on, so it happens once per file.
-                        while inflight:
-                            wait_for(inflight.popleft()[0])
-                        next_offset = offset + len(data)
-                        if expected_size is None or next_offset < expected_size:
-                            request_size = max(len(data), 4096)
-            except TransferTimeout:
-                inflight.clear()  # the session is abandoned by the caller; do not wait any longer
+                _read_pipelined(wire, remote.handle, remote_path, sink, request_size, max_requests,
+                                expected_size, inflight, received)
+            except _Cut:
                 raise
-            finally:
-                while inflight:  # answers to requests past the end (or after an error): drained, unused
-                    wait_for(inflight.popleft()[0])
-    except socket.timeout as exc:
-        sink.close()
-        if time.monotonic() >= deadline - 0.01:
-            raise TransferTimeout(f"fetch of {remote_path} exceeded its time bound after {total} bytes") from exc
-        raise TransferTimeout(f"fetch of {remote_path} stalled: no data for {stall_timeout:.0f}s") from exc
+            except Exception:
+                _drain(wire, inflight)
+                _close_handle(wire, remote, CMD_CLOSE)
+                raise
+            _drain(wire, inflight)
+            _close_handle(wire, remote, CMD_CLOSE)
     except BaseException:
-        sink.close()
+        sink.abandon()
         raise
     finally:
         try:
-            channel.settimeout(previous_timeout)
+            wire.channel.settimeout(previous_timeout)
         except Exception:
             pass
     sink.close()
-    return total
+    return received[0]
+
+
+def _drain(wire: _Wire, inflight: deque) -> None:
+    """Answers to requests past the end (or after an error): read, unused."""
+    while inflight:
+        wire.wait_for(inflight.popleft()[0])
+
+
+def _close_handle(wire: _Wire, remote: Any, cmd_close: int) -> None:
+    """CLOSE through the wire (armed, and a failure is a :class:`_Cut`), answer awaited, status
+    ignored as paramiko's ``close()`` does; the file object is then marked closed so it never
+    sends a CLOSE of its own (the server may have given the handle to another file by then)."""
+    wire.wait_for(wire.send(cmd_close, remote.handle))
+    remote._closed = True
+
+
+def _read_pipelined(wire: _Wire, handle: bytes, remote_path: str, sink, request_size: int, max_requests: int,
+                    expected_size: int | None, inflight: deque, received: list[int]) -> None:
+    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+
+    next_offset = 0
+    while True:
+        # With a known size, ask for nothing past one probe at the end (it confirms EOF, or shows
+        # the file grew): a small file costs two requests, not max_requests.
+        while len(inflight) < max_requests and (expected_size is None or next_offset <= expected_size or not inflight):
+            num = wire.send(CMD_READ, handle, int64(next_offset), int(request_size))
+            inflight.append((num, next_offset, request_size))
+            next_offset += request_size
+        num, offset, length = inflight.popleft()
+        t, msg = wire.wait_for(num)
+        if t == CMD_STATUS:
+            code = msg.get_int()
+            if code == SFTP_EOF:
+                return
+            raise TransferError(f"read of {remote_path} failed at offset {offset}: SFTP status {code}")
+        if t != CMD_DATA:
+            raise TransferError(f"read of {remote_path}: unexpected SFTP response type {t}")
+        data = msg.get_string()
+        sink.write(data)
+        received[0] += len(data)
+        if expected_size is not None and received[0] > expected_size:
+            raise FileChangedError(f"{remote_path} changed while fetching: listed {expected_size} bytes, "
+                                   f"read more than that")
+        if len(data) < length:
+            # Short read before EOF: the server caps read lengths. Drop the queued requests, continue
+            # where the data stopped (the file stays in order) and ask for that size from now on, so
+            # it happens once per file.
+            _drain(wire, inflight)
+            next_offset = offset + len(data)
+            if expected_size is None or next_offset < expected_size:
+                request_size = max(len(data), 4096)
 
 
 def _sequential_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int) -> int:
-    total = 0
-    with sftp.open(remote_path, "rb") as remote:
-        while True:
-            if time.monotonic() > deadline:
-                raise TransferTimeout(f"fetch of {remote_path} exceeded its time bound after {total} bytes")
-            data = remote.read(request_size)
-            if not data:
-                break
-            out.write(data)
-            digest.update(data)
-            total += len(data)
-    return total
+    """``open()`` + ``read()`` for clients without paramiko's internals; the deadline is checked
+    between reads (there is no channel of ours to arm). Timeouts and session failures as in
+    :func:`_pipelined_copy`."""
+    received = [0]
+    with _dropped_on_cut(sftp, remote_path, deadline, DEFAULT_STALL_TIMEOUT, received):
+        remote = _guarded(sftp.open, remote_path, "rb")
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise _Cut(None)
+                data = _guarded(remote.read, request_size)
+                if not data:
+                    break
+                out.write(data)
+                digest.update(data)
+                received[0] += len(data)
+        except _Cut:
+            raise  # not closed: the session is dropped
+        except Exception:
+            remote.close()
+            raise
+        _guarded(remote.close)
+    return received[0]
 
 
 def fetch_to_file(
@@ -274,8 +433,12 @@ def fetch_to_file(
     :param expected_size: size from the listing; a different size at the end means the file changed
         while we read it (:class:`TransferError`).
     :param timeout: overall bound in seconds; default ``time_bound(expected_size, ...)``.
-    :raises TransferTimeout: the bound was exceeded (close the session afterwards).
-    :raises TransferError: the file vanished, changed size, or a read/write failed.
+    :param stall_timeout: longest wait for one answer.
+    :raises TransferTimeout: the bound or the stall timeout was exceeded, or the session failed
+        after the deadline; the session has been dropped (:func:`drop_session`).
+    :raises SessionBroken: the session failed before the deadline; it has been dropped.
+    :raises TransferError: the file vanished, changed size, the server refused a request, or a local
+        write failed; the session stays usable.
     """
     local = Path(local_path)
     local.parent.mkdir(parents=True, exist_ok=True)
@@ -290,23 +453,20 @@ def fetch_to_file(
             if pipelined:
                 tune_session(sftp)
                 size = _pipelined_copy(sftp, remote_path, out, digest, deadline, request_size, max_requests,
-                                       max(0.001, min(stall_timeout, deadline - time.monotonic())),
-                                       expected_size)
+                                       stall_timeout, expected_size)
             else:
                 size = _sequential_copy(sftp, remote_path, out, digest, deadline, request_size)
-    except TransferError:
+    except TransferError:  # TransferTimeout, SessionBroken: the session has been dropped
         partial.unlink(missing_ok=True)
         raise
     except FileNotFoundError as exc:
         partial.unlink(missing_ok=True)
         raise FileVanishedError(f"{remote_path} vanished before it could be fetched") from exc
-    except (OSError, EOFError) as exc:
+    except OSError as exc:  # an SFTP status of the server, or the local disk
         partial.unlink(missing_ok=True)
         raise TransferError(f"fetch of {remote_path} failed: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:  # paramiko.SSHException and friends: a transfer error for the caller
+    except BaseException:
         partial.unlink(missing_ok=True)
-        if type(exc).__module__.startswith("paramiko"):
-            raise TransferError(f"fetch of {remote_path} failed: {type(exc).__name__}: {exc}") from exc
         raise
     if expected_size is not None and size != expected_size:
         partial.unlink(missing_ok=True)
@@ -648,11 +808,8 @@ class _BatchPipeline:
         return self.active[0], "request"
 
     def _timeout(self, f: _File, request: str, deadline: float, exc: BaseException | None = None) -> TransferTimeout:
-        if exc is None or time.monotonic() >= deadline - 0.01:
-            return TransferTimeout(f"fetch of {f.remote} exceeded its time bound after {f.received} bytes "
-                                   f"(no answer to its {request})")
-        return TransferTimeout(f"fetch of {f.remote} stalled: no data for {self.stall_timeout:.0f}s "
-                               f"(no answer to its {request})")
+        return _cut_error(exc, f"fetch of {f.remote} (after {f.received} bytes, no answer to its {request})",
+                          deadline, self.stall_timeout)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self):
@@ -674,14 +831,17 @@ class _BatchPipeline:
                         self.sftp._read_response()
                         self._process_responses()
                         continue
-                except (socket.timeout, TransferTimeout) as exc:
-                    ending, error = "timeout", (exc if isinstance(exc, socket.timeout) else None)
+                except TransferTimeout:  # the deadline check above: no cause
+                    ending, error = "timeout", None
                     break
                 except Exception as exc:
-                    if not (isinstance(exc, (OSError, EOFError)) or type(exc).__module__.startswith("paramiko")):
+                    if not (isinstance(exc, OSError) or _is_session_failure(exc)):
                         raise
-                    ending, error = "broken", exc
+                    ending, error = ("timeout" if _counts_as_timeout(exc, self._deadline()) else "broken"), exc
                     break
+                except BaseException:  # KeyboardInterrupt, the task being killed: mid-call, maybe mid-packet
+                    ending = "interrupted"
+                    raise
                 self._settle(head)
                 self.active.popleft()
                 self.active_bytes -= head.size
@@ -693,6 +853,9 @@ class _BatchPipeline:
             if ending == "complete":
                 return
             deadline = self._deadline()
+            # Possibly cut in the middle of a packet: closed before any error is handed out, so that
+            # nothing can read from it again.
+            drop_session(self.sftp)
             while self.active and self.active[0].state == "done":  # finished before it went wrong
                 f = self.active.popleft()
                 self._settle(f)
@@ -712,16 +875,16 @@ class _BatchPipeline:
                         yield f.index, NotAttempted(f"{f.remote} not fetched: the session timed out on {stalled.remote}")
                 return
             # The session is gone: every file not handed out yet gets a transfer error.
-            failure = TransferError(f"fetch of {self.active[0].remote} failed: {type(error).__name__}: {error}")
+            failure = _cut_error(error, f"fetch of {self.active[0].remote}", deadline, self.stall_timeout)
             yield self.active[0].index, failure
             for f in list(self.active)[1:]:
                 if f.state == "done":
                     self._settle(f)
                     yield f.index, f.outcome
                 else:
-                    yield f.index, TransferError(f"fetch of {f.remote} failed: the session failed ({failure})")
+                    yield f.index, SessionBroken(f"fetch of {f.remote} failed: the session failed ({failure})")
             for index in range(self.next_job, len(self.jobs)):
-                yield index, TransferError(f"fetch of {self.jobs[index].remote_path} failed: "
+                yield index, SessionBroken(f"fetch of {self.jobs[index].remote_path} failed: "
                                            f"the session failed ({failure})")
         finally:
             self._cleanup(ending)
@@ -743,18 +906,11 @@ class _BatchPipeline:
                     self.channel.settimeout(max(0.001, limit - time.monotonic()))
                     self.sftp._read_response()
                     self._process_responses()
-            except Exception:
-                pass
-        elif ending == "timeout":
-            # Do not wait for answers: the session is to be dropped. Ask to close what is known to be
-            # open (fire and forget, best effort); the end of the session closes the rest.
-            try:
-                self.channel.settimeout(0.05)
-                for f in unfinished:
-                    if f.handle is not None and f.state == "reading":
-                        self._close_remote(f)
-            except Exception:
-                pass
+            except Exception:  # the wait may have cut a packet: the session cannot be read again
+                drop_session(self.sftp)
+        elif ending == "interrupted":
+            drop_session(self.sftp)  # stopped in the middle of a session call
+        # After a timeout or a failure the session is already dropped: its end closes the handles.
         for f in self.active:
             if f.state != "done":
                 f.state, f.data, f.chunks = "done", [], {}
@@ -795,10 +951,11 @@ def fetch_many_to_files(
 
     Time: each file gets its bound (``job.timeout``, else ``time_bound(expected_size)``) from the
     moment the file before it was handed out, as if fetched one after another; the channel gets a
-    socket timeout. Exceeding it yields ``TransferTimeout`` for the file at the head and ends the
-    generator: the files after it are not handed out (not attempted), answers still outstanding are
-    not waited for, and the session must be closed by the caller. A dead session yields a
-    ``TransferError`` for every file not handed out yet.
+    socket timeout. Exceeding it drops the session (:func:`drop_session`), then yields
+    ``TransferTimeout`` for the file the server is stuck on and ends the generator: the unfinished
+    files before it get ``NotAttempted``, the files after it are not handed out. A session that
+    fails before the deadline is dropped too and yields a ``SessionBroken`` for every file not
+    handed out yet.
 
     Between items the channel timeout is the caller's, so the caller may use the session (e.g. read
     a manifest) before asking for the next item. Close the generator if you stop early: it then

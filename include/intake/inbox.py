@@ -22,7 +22,6 @@ from include.intake.errors import (
     MoveError,
     NotAttempted,
     TransferError,
-    TransferTimeout,
 )
 from include.intake.fetch import (
     PIPELINE_MAX_SIZE,
@@ -340,8 +339,9 @@ class PartnerInbox:
         fetch in the ledger, which recognises an identical earlier delivery (→ ``duplicate``, moved
         to archive). Returns a :class:`FetchedFile` whose ``outcome`` says which.
 
-        :raises TransferError: the transfer failed or exceeded its time bound (``TransferTimeout``:
-            close the session). The entry stays ``ready`` with the error recorded, for a retry;
+        :raises TransferError: the transfer failed or exceeded its time bound. After a
+            ``TransferTimeout`` or ``SessionBroken`` the session has been dropped (``session_dropped``):
+            nothing more goes over it. The entry stays ``ready`` with the error recorded, for a retry;
             except ``FileChangedError`` (back to ``seen``: readiness starts over) and
             ``FileVanishedError`` (entry closed as ``vanished``).
         """
@@ -386,8 +386,8 @@ class PartnerInbox:
     def fetch_all(self, items: list[Any], *, timeout: float | None = None) -> tuple[list[FetchedFile], dict[int, str]]:
         """Fetch many files over this one session. Returns (fetched files, {entry id: error}).
 
-        A failed transfer does not stop the batch, except a timeout: the session is then unusable and
-        the remaining files are reported as errors (they stay claimed for the next run).
+        A failed transfer does not stop the batch, except one that dropped the session (a timeout, a
+        broken session): the remaining files are reported as errors (they stay claimed for the next run).
         """
         done: list[FetchedFile] = []
         errors: dict[int, str] = {}
@@ -395,13 +395,12 @@ class PartnerInbox:
         for index, item in enumerate(items):
             try:
                 done.append(self.fetch(item, timeout=timeout))
-            except TransferTimeout as exc:
-                errors[_entry_id(item)] = str(exc)
-                for rest in items[index + 1:]:
-                    errors[_entry_id(rest)] = "not fetched: the session timed out on an earlier file"
-                break
             except TransferError as exc:
                 errors[_entry_id(item)] = str(exc)
+                if exc.session_dropped:
+                    for rest in items[index + 1:]:
+                        errors[_entry_id(rest)] = "not fetched: the session was dropped on an earlier file"
+                    break
         return done, errors
 
     def _check_fetchable(self, entry: LedgerEntry) -> None:
@@ -429,8 +428,8 @@ class PartnerInbox:
         Returns (fetched files in the order given, ``{entry_id: exception}`` for the others). Per
         file, as :meth:`fetch`: ``FileChangedError`` (claim released: readiness starts over),
         ``FileVanishedError`` (entry closed as vanished), any other ``TransferError`` (error recorded,
-        entry stays claimed), ``LedgerStateError`` (not fetchable). A ``TransferTimeout`` makes the
-        session unusable: the batch stops there, the files after it get :class:`NotAttempted`
+        entry stays claimed), ``LedgerStateError`` (not fetchable). A ``TransferTimeout`` or a
+        ``SessionBroken`` has dropped the session: the batch stops there, the files after it get :class:`NotAttempted`
         (entries untouched), and moves the batch still owes (duplicates, manifest mismatches) are
         recorded as intents without renaming, for :meth:`resume_unfinished` over a new session. A
         move that fails leaves its intent too and reports the :class:`MoveError`.
@@ -480,12 +479,12 @@ class PartnerInbox:
                     self.ledger.close_vanished(entry.id, str(result))
                     errors[entry.id] = result
                     continue
-                if isinstance(result, TransferTimeout):
+                if isinstance(result, TransferError) and result.session_dropped:  # a timeout, a broken session
                     self.ledger.record_error(entry.id, str(result))
                     errors[entry.id] = result
                     for rest in todo[index + 1:]:
                         errors[rest.id] = NotAttempted(
-                            f"{rest.remote_path} not fetched: the session timed out on {entry.remote_path}")
+                            f"{rest.remote_path} not fetched: the session was dropped on {entry.remote_path}")
                     session_ok = False
                     break
                 if isinstance(result, TransferError):
@@ -541,7 +540,7 @@ class PartnerInbox:
 
     def _transfers(self, todo: list[LedgerEntry], timeout: float | None):
         """The transfers of :meth:`fetch_many`: ``(entry, staging path, FetchResult | TransferError)``
-        in the order of ``todo``, ending after a ``TransferTimeout`` (the rest is not attempted).
+        in the order of ``todo``, ending after an error that dropped the session (the rest is not attempted).
 
         Runs of small files (listed size up to ``PIPELINE_MAX_SIZE``) on a paramiko session go
         through :func:`fetch_many_to_files`, with several files' requests in flight at once; bigger
@@ -566,7 +565,7 @@ class PartnerInbox:
                 try:
                     for position, result in batch:
                         yield run[position], locals_[position], result
-                        if isinstance(result, TransferTimeout):
+                        if isinstance(result, TransferError) and result.session_dropped:
                             return
                 finally:
                     batch.close()
@@ -580,7 +579,7 @@ class PartnerInbox:
             except TransferError as exc:
                 result = exc
             yield entry, local, result
-            if isinstance(result, TransferTimeout):
+            if isinstance(result, TransferError) and result.session_dropped:
                 return
             index += 1
 
@@ -803,3 +802,18 @@ class PartnerInbox:
         suite, fmt = self._doc_type_info(entry.doc_type)
         return ReadyFile(entry.id, entry.partner_key, entry.remote_path, entry.file_name, entry.size or 0,
                          entry.mtime or 0, entry.doc_type, suite, fmt, list(entry.companions))
+
+    def fetched_file(self, item: Any) -> FetchedFile:
+        """The :class:`FetchedFile` of an entry an earlier attempt fetched (``fetched``/``validated``), as
+        :meth:`fetch` returned it then, so a retried task carries on without fetching again.
+
+        The staged copy may be gone (another worker): check ``local_path`` before reading it; a
+        ``fetched`` entry can be fetched again.
+        """
+        entry = self._own(item)
+        if entry.status not in (L.FETCHED, L.VALIDATED) or not entry.sha256:
+            raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetched")
+        suite, fmt = self._doc_type_info(entry.doc_type)
+        return FetchedFile(entry_id=entry.id, partner_key=entry.partner_key, remote_path=entry.remote_path,
+                           file_name=entry.file_name, local_path=entry.local_path, size=entry.size or 0,
+                           sha256=entry.sha256, doc_type=entry.doc_type, suite=suite, format=fmt, outcome="fetched")

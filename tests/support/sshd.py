@@ -13,6 +13,9 @@ Fixtures:
 
 - ``sshd_server`` (session): the running :class:`SshdServer`.
 - ``clean_partner_folders`` (function): empties every partner folder before the test.
+- ``sshd_relay`` (function): a :class:`HoldingRelay` in front of the sshd. It holds the server's
+  bytes after a byte count, so a test can stall a session in the middle of an SFTP packet every
+  time (a stall made by timing cuts packets wherever the clock says).
 
 Connection for Airflow: ``AIRFLOW_CONN_SFTP_DEFAULT=server.airflow_conn_json()`` (host key checking
 on; ``host_key`` is the full ``ssh-ed25519 AAAA...`` line, which SSHHook needs for non-RSA keys).
@@ -28,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,16 +71,23 @@ class SshdServer:
             raise ValueError(f"{remote_path!r} escapes the chroot")
         return local
 
-    def ssh_client(self):
-        """A connected paramiko SSHClient that checks the host key (RejectPolicy for unknown keys)."""
-        import paramiko
+    def ssh_client(self, port: int | None = None):
+        """A connected paramiko SSHClient that checks the host key (RejectPolicy for unknown keys).
 
+        ``port``: connect there instead (e.g. a :class:`HoldingRelay`); the same host key is expected."""
+        import paramiko
+        from paramiko.hostkeys import HostKeyEntry
+
+        port = port or self.port
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.load_host_keys(str(self.known_hosts_path))
+        if port != self.port:
+            entry = HostKeyEntry.from_line(f"[{self.host}]:{port} {self.host_key}")
+            client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
         client.connect(
             self.host,
-            port=self.port,
+            port=port,
             username=self.username,
             key_filename=str(self.private_key_path),
             look_for_keys=False,
@@ -86,9 +97,9 @@ class SshdServer:
         )
         return client
 
-    def sftp_client(self):
+    def sftp_client(self, port: int | None = None):
         """A bare paramiko SFTPClient (host key checked). Closing it closes its SSH connection too."""
-        client = self.ssh_client()
+        client = self.ssh_client(port)
         sftp = client.open_sftp()
         # Keep the SSHClient alive as long as the SFTP client; close both together.
         sftp._tg_ssh_client = client  # type: ignore[attr-defined]
@@ -140,6 +151,88 @@ class SshdServer:
             "-i", str(self.private_key_path),
             "-P", str(self.port),
         ]
+
+
+class HoldingRelay:
+    """A TCP relay on loopback in front of ``(host, port)`` that can hold the server's bytes.
+
+    ``hold_after(n)``: forward ``n`` more bytes from the server to the client(s), then hold the
+    rest (the server is left unread) until :meth:`release`. The bytes are SSH ciphertext, so with
+    ``n`` well inside a large SFTP response the client's transport has delivered part of that
+    response and waits for the rest: a session stalled in the middle of an SFTP packet, at the
+    same byte every run. ``held`` is set once the hold has engaged (there was more to forward).
+    The client's bytes to the server are never held.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._lock = threading.Lock()
+        self._budget: int | None = None  # server bytes still forwarded before holding; None: no hold
+        self._released = threading.Event()
+        self._released.set()
+        self.held = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="sshd-relay-accept", daemon=True).start()
+
+    def hold_after(self, nbytes: int) -> None:
+        with self._lock:
+            self._budget = nbytes
+            self.held.clear()
+            self._released.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._budget = None
+            self._released.set()
+
+    def close(self) -> None:
+        self.release()
+        self._listener.close()
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(self._target, timeout=10)
+            except OSError:
+                return  # closed
+            server.settimeout(None)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._sockets.append(sock)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _split(self, data: bytes) -> tuple[bytes, bytes]:
+        with self._lock:
+            if self._budget is None:
+                return data, b""
+            allowed = min(self._budget, len(data))
+            self._budget -= allowed
+            return data[:allowed], data[allowed:]
+
+    def _pump(self, source: socket.socket, target: socket.socket, from_server: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_server:
+                    allowed, data = self._split(data)
+                    if allowed:
+                        target.sendall(allowed)
+                    if data:  # the budget is spent: hold here, the server stays unread
+                        self.held.set()
+                        self._released.wait()
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _free_port() -> int:
@@ -307,6 +400,17 @@ def sshd_server(tmp_path_factory) -> Iterator[SshdServer]:
     """A real OpenSSH sshd for the whole test session (see module docstring)."""
     with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@pytest.fixture
+def sshd_relay(sshd_server: SshdServer) -> Iterator[HoldingRelay]:
+    """A :class:`HoldingRelay` in front of the session's sshd; connect with
+    ``sshd_server.sftp_client(port=sshd_relay.port)``."""
+    relay = HoldingRelay(sshd_server.host, sshd_server.port)
+    try:
+        yield relay
+    finally:
+        relay.close()
 
 
 @pytest.fixture
