@@ -13,19 +13,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import textwrap
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import requests
 
 from tests.trading_grid.conftest import FAST_RETRIES, conn_env_name, make_payload
+from tests.trading_grid.test_dag_operators import airflow_home  # noqa: F401 - the migrated AIRFLOW_HOME fixture
 from trading_grid.hooks.trading_grid import TradingGridHook
 from trading_grid.links import run_items_url
 from trading_grid.operators.bulk import TradingGridBulkPostOperator, post_items
@@ -39,7 +38,6 @@ from trading_grid.posts import (
     parse_all,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULTS = dict(error_rate=0.15, rate_limit_rate=0.1, retry_after_seconds=0, drop_after_commit_rate=0.1)
 
 
@@ -276,21 +274,9 @@ DAG_FILE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow_home_bulk")
-    (home / "dags").mkdir()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "plugins")]),
-    }
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-                   env=env, check=True, capture_output=True, timeout=300)
+def bulk_airflow_home(airflow_home):
+    """The migrated temporary AIRFLOW_HOME of test_dag_operators, with this module's DAG file added."""
+    home, env = airflow_home
     (home / "dags" / "tg_bulk_post_test.py").write_text(DAG_FILE)
     return home, env
 
@@ -327,13 +313,13 @@ def _portal_item_ids(tg, partner_id: str, url: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_operator_in_dag_runs_posts_from_xcom_and_mapped_groups_and_a_rerun_converges(tg, airflow_home):
+def test_operator_in_dag_runs_posts_from_xcom_and_mapped_groups_and_a_rerun_converges(tg, bulk_airflow_home):
     tag = f"dagbulk-{uuid.uuid4().hex[:8]}"
     with TradingGridHook(retry_policy=FAST_RETRIES) as hook:
         case = hook.create_item(make_payload(subject=f"{tag}-case", type="case", category="validation_failure"))[0]
     tg.set_faults(**FAULTS, seed=5)
-    first = _run_dag(airflow_home, tg, tag, case["id"])
-    second = _run_dag(airflow_home, tg, tag, case["id"])
+    first = _run_dag(bulk_airflow_home, tg, tag, case["id"])
+    second = _run_dag(bulk_airflow_home, tg, tag, case["id"])
     tg.clear_faults()
 
     x1, x2 = first["xcoms"], second["xcoms"]
