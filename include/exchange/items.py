@@ -5,8 +5,9 @@ and needs to find them again: to resolve a case when a corrected file arrives, t
 acknowledged or disputed. One row per item, keyed by its ``external_ref`` (the idempotency handle every
 post carries), holding what the use case knows (:class:`ItemRecord`: partner, kind, the subject in the
 use case's own terms, file, ledger entry, run) next to what TG says (status, acknowledged,
-``tg_updated_at``, and ``last_change_seen``: the newest feed event applied by
-:mod:`include.exchange.feedback`).
+``tg_updated_at``, and ``last_change_seen``: the TG time of the newest feed event
+:mod:`include.exchange.feedback` applied to the row; events that change nothing, such as our own
+``item.created``, are not written).
 
 Writes never move an item back in time: TG timestamps are RFC 3339 strings of one fixed format, so they
 compare as text, and a write carrying an older ``tg_updated_at`` than the row's leaves the TG state as it

@@ -185,3 +185,33 @@ def test_events_trail_in_order_with_cursor(enterprise):
     for a, b in itertools.pairwise(everything):
         assert a["at"] <= b["at"]
     assert_error(enterprise.http.get(enterprise.events_url, params={"cursor": "bad"}), 400, "invalid_cursor")
+
+
+def test_events_page_always_says_where_to_resume(enterprise, acme):
+    def page(api, **params):
+        resp = api.http.get(api.events_url, params=params, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    cursor, current = None, None
+    while True:  # to the end of the feed, two events a page
+        current = page(enterprise, limit=2, **({"cursor": cursor} if cursor else {}))
+        if current["next_cursor"] is None:
+            break
+        assert current["resume_cursor"] == current["next_cursor"]  # where the next page starts
+        cursor = current["next_cursor"]
+    end = current["resume_cursor"]
+    assert isinstance(end, str) and end
+    assert page(enterprise, cursor=end) == {"events": [], "next_cursor": None, "resume_cursor": end}
+
+    item = enterprise.create_ok()
+    acme.move(item["id"], "disputed")
+    later = page(enterprise, cursor=end)
+    assert [e["kind"] for e in later["events"]] == ["item.created", "item.transitioned"]
+    assert later["next_cursor"] is None and later["resume_cursor"] != end
+    assert page(enterprise, cursor=later["resume_cursor"])["events"] == []
+    assert [e["kind"] for e in page(acme, cursor=end)["events"]] == ["item.created", "item.transitioned"]
+
+    nothing = page(enterprise, item_id="itm_none")  # an empty feed from its beginning still gives a position
+    assert nothing["events"] == [] and nothing["next_cursor"] is None
+    assert page(enterprise, item_id="itm_none", cursor=nothing["resume_cursor"])["events"] == []
