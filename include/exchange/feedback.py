@@ -276,16 +276,18 @@ _JOURNAL_EVENT = {"acknowledged": "acknowledged", "comment": "commented", "attac
 
 
 def _journal_event(item: TrackedItem, change: ItemChange) -> JournalEvent:
+    data = dict(change.data)
     if change.change == "status":
         event = {"disputed": "disputed", "resolved": "resolved"}.get(change.status, "status_changed")
         detail = f"{change.previous_status} -> {change.status}"
     else:
         event = _JOURNAL_EVENT[change.change]
-        detail = change.data.get("body") if change.change == "comment" else change.data.get("filename")
+        # What a person reads first: the comment, the acknowledgement's note, the attached file's name.
+        detail = data.pop("body", None) or data.pop("note", None) or data.get("filename")
     return JournalEvent(event=event, use_case=item.use_case, partner_key=item.partner_key, file_name=item.file_name,
                         sha256=item.sha256, item_id=item.item_id, subject_key=item.subject_key,
                         actor=change.actor, detail=detail, ledger_entry_id=item.ledger_entry_id,
-                        data={"change": change.change, **change.data}, at=_tg_time(change.at))
+                        data={"change": change.change, "tg_status": change.status, **data}, at=_tg_time(change.at))
 
 
 def _tg_time(value: str) -> datetime | None:
