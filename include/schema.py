@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import include.catalog.tables  # noqa: F401  (registers catalog_* and downstream_* tables)
+import include.exchange.feedback  # noqa: F401  (registers exchange_sync_state: the events cursor)
+import include.exchange.items  # noqa: F401  (registers tg_items)
 import include.exchange.journal  # noqa: F401  (registers exchange_journal and its append-only triggers)
+import include.exchange.outbound  # noqa: F401  (registers sent_files)
 import include.intake.ledger  # noqa: F401  (registers intake_files)
 from include.db import create_tables, get_engine, metadata
 
-# The exchange kit's table modules, being written now; each is enabled once it is committed.
-import include.exchange.items  # noqa: F401
-import include.exchange.outbound  # noqa: F401  (registers sent_files)
-# import include.exchange.feedback  # noqa: F401
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
