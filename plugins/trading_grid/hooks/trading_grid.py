@@ -1110,7 +1110,8 @@ class TradingGridHook(BaseHook):
 
 @dataclass(frozen=True)
 class EventsPage:
-    """One page of the events feed. ``requests``: HTTP requests it took (retries and a token fetch included)."""
+    """One page of the events feed. ``requests``: HTTP requests it took, retries and a token fetch included
+    (read from the hook's counter: other threads' requests on the same hook meanwhile count too)."""
 
     events: tuple[dict, ...]
     next_cursor: str | None
