@@ -3,5 +3,8 @@ Trading Grid, then loaded downstream in one transaction. See docs/catalog-sync.m
 
 Modules: ``kinds`` (file kinds, column mapping), ``gtin`` (GS1 check digit), ``diff`` (against the
 last accepted version), ``tables`` / ``store`` (versions, audit, gated load), ``checks`` (suites plus
-the pandas-side checks), ``tasks`` (the DAG's task functions), ``history`` (the audit printer CLI).
+the pandas-side checks), ``intake`` (the catalog sub-folders, one interval's listing), ``receive``
+(the SFTP side over the kit), ``payloads`` (the TG posts), ``publish`` (plan -> bulk post operator ->
+record), ``decision`` (the retailer's answer and the load), ``runtime`` (Airflow glue), ``history``
+(the audit printer CLI).
 """

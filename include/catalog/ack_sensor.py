@@ -1,8 +1,8 @@
 """The gate of the catalog load: wait, deferred, for the retailer's answer on a version's TG item.
 
 A thin subclass of :class:`trading_grid.sensors.trading_grid.TradingGridItemSensor` for use inside
-the DAG's mapped task group: it takes the whole ``version`` dict posted by
-``include.catalog.tasks.post_diff`` (a task-group mapped argument can only reach a classic
+the DAG's mapped task group: it takes the whole ``version`` dict returned by
+``include.catalog.publish.record_posts`` (a task-group mapped argument can only reach a classic
 operator through a templated field, apache/airflow#39222), and sets the item and the partner's
 deadline from it. At the deadline the base sensor escalates (severity up, reminder comment); this
 class adds the catalog audit line and an alert mail through ``include.alerts``.

@@ -1,26 +1,42 @@
-"""Glue between Airflow's task context and the catalog task functions (imported inside tasks only).
+"""Glue between Airflow's task context and catalog_sync's functions (imported inside tasks only).
 
-Resolves what :mod:`include.catalog.tasks` takes as arguments: the project database (env
-EXCHANGE_DB_URL or connection ``exchange_db``), the TG hook (``trading_grid_default``), the
-partner registry (env PARTNER_REGISTRY or include/config/partners.yaml), the SFTP session
-(the partner's ``sftp_conn_id``) and the run's data interval. Tunables for tests and demos come from
-the environment: CATALOG_POLL_SECONDS, CATALOG_MAX_POLLS, CATALOG_STAGING_DIR, CATALOG_CHUNKSIZE.
+Resolves, once per task, what the plain functions take: the run context (dag and run id; staging
+from EXCHANGE_STAGING_DIR, the database from EXCHANGE_DB_URL or connection ``exchange_db``), the
+partner and the ledger (:func:`include.exchange.run.open_run`), the run's data interval, and for the
+load gate's read the TG hook (``trading_grid_default``). Posting is not done here: the DAG's
+``TradingGridBulkPostOperator`` posts what :func:`plan_posts` returns.
+
+Tunables for tests and demos, from the environment: CATALOG_POLL_SECONDS (between readiness polls),
+CATALOG_MAX_POLLS, CATALOG_CHUNKSIZE (rows per chunk of the checks and the staging).
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from include.exchange.run import RunContext
 
 log = logging.getLogger(__name__)
 
 
-def _env_float(name: str) -> float | None:
+def _env_number(name: str, kind: type):
     value = os.environ.get(name)
-    return float(value) if value else None
+    return kind(value) if value else None
+
+
+def _context():
+    from airflow.sdk import get_current_context
+
+    return get_current_context()
+
+
+def run_context() -> RunContext:
+    """The :class:`RunContext` of the running Airflow task, with the catalog's poll tunables."""
+    context = _context()
+    return RunContext(dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                      poll_interval=_env_number("CATALOG_POLL_SECONDS", float),
+                      max_polls=_env_number("CATALOG_MAX_POLLS", int))
 
 
 def engine():
@@ -32,75 +48,45 @@ def engine():
     return db
 
 
-def tg_hook():
-    from trading_grid.hooks.trading_grid import TradingGridHook
-
-    return TradingGridHook()
-
-
-def partner(key: str):
-    from include.partners import load_registry
-
-    return load_registry().get(key)
-
-
-def _context():
-    from airflow.sdk import get_current_context
-
-    return get_current_context()
-
-
-def staging_dir(dag_id: str, run_id: str) -> Path:
-    root = os.environ.get("CATALOG_STAGING_DIR") or os.path.join(tempfile.gettempdir(), "catalog_staging")
-    path = Path(root) / dag_id / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:100]
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def receive(partner_key: str) -> dict[str, Any]:
-    from airflow.providers.sftp.hooks.sftp import SFTPHook
+    from include.catalog.receive import receive as receive_files
+    from include.exchange.run import open_run
 
-    from include.catalog import tasks
-
-    ctx = _context()
-    dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
-    start, end = ctx["data_interval_start"], ctx["data_interval_end"]
-    who = partner(partner_key)
-    max_polls = os.environ.get("CATALOG_MAX_POLLS")
-    chunksize = os.environ.get("CATALOG_CHUNKSIZE")
-    with tg_hook() as hook, SFTPHook(ssh_conn_id=who.sftp_conn_id).get_managed_conn() as sftp:
-        version_ids = tasks.receive(
-            engine(), hook, who, sftp, interval_start=start, interval_end=end, dag_id=dag_id, run_id=run_id,
-            staging_dir=staging_dir(dag_id, run_id), poll_interval=_env_float("CATALOG_POLL_SECONDS"),
-            max_polls=int(max_polls) if max_polls else None, chunksize=int(chunksize) if chunksize else None,
-        )
-    log.info("%s: interval %s – %s has %d validated catalog version(s): %s", partner_key, start, end, len(version_ids), version_ids)
-    return {"partner_key": partner_key, "version_ids": version_ids}
+    context = _context()
+    interval = (context["data_interval_start"], context["data_interval_end"])
+    received = receive_files(open_run(partner_key, run_context()), interval,
+                             chunksize=_env_number("CATALOG_CHUNKSIZE", int))
+    log.info("%s: interval %s – %s has %d validated catalog version(s) %s, %d case(s) to post", partner_key,
+             *interval, len(received.version_ids), received.version_ids, len(received.cases))
+    return received.to_dict()
 
 
-def post_diffs(received: dict[str, Any]) -> list[dict[str, Any]]:
-    from include.catalog import tasks
+def plan_posts(partner_key: str, received: dict[str, Any]) -> dict[str, Any]:
+    from include.catalog.publish import plan_posts as plan
+    from include.catalog.receive import Received
+    from include.exchange.run import open_run
 
-    ctx = _context()
-    who = partner(received["partner_key"])
-    waits = []
-    with tg_hook() as hook:
-        for version_id in received["version_ids"]:
-            posted = tasks.post_diff(engine(), hook, who, version_id, dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"])
-            if posted:
-                waits.append(posted)
-    return waits
+    return plan(open_run(partner_key, run_context()), Received.from_dict(received)).to_dict()
+
+
+def record_posts(partner_key: str, plan: dict[str, Any], posted: list[dict] | None) -> list[dict]:
+    from include.catalog.publish import CatalogPlan
+    from include.catalog.publish import record_posts as record
+    from include.exchange.run import open_run
+
+    return record(open_run(partner_key, run_context()), CatalogPlan.from_dict(plan), posted or [])
 
 
 def load(version: dict[str, Any]) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowSkipException
+    from trading_grid.hooks.trading_grid import TradingGridHook
 
-    from include.catalog import tasks
+    from include.catalog.decision import LoadBlocked, decide_and_load
 
-    with tg_hook() as hook:
+    with TradingGridHook() as hook:
         try:
-            return tasks.decide_and_load(engine(), hook, version["version_id"])
-        except tasks.LoadBlocked as exc:
+            return decide_and_load(engine(), hook, version["version_id"])
+        except LoadBlocked as exc:
             raise AirflowSkipException(str(exc)) from None
 
 

@@ -41,6 +41,9 @@ JOURNAL_EVENTS = {
     "checks_failed": "checked",
     "staged": "staged",
     "quarantined": "quarantined",
+    "archived": "archived",
+    "case_posted": "item_posted",
+    "case_reused": "item_reused",
     "superseded": "superseded",
     "diff_posted": "item_posted",
     "acknowledged": "acknowledged",
@@ -83,7 +86,8 @@ def subject_key(version_id: int) -> str:
 
 
 def add_event(conn, version_id: int, event: str, detail: str | None = None, actor: str | None = None, at=None, *,
-              item_id: str | None = None, run_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+              item_id: str | None = None, run_id: str | None = None, ledger_entry_id: int | None = None,
+              data: dict[str, Any] | None = None) -> None:
     """Write one journal line about the version, in the caller's transaction.
 
     ``item_id`` defaults to the version's TG item (a validation_failure case is not stored on the
@@ -101,7 +105,7 @@ def add_event(conn, version_id: int, event: str, detail: str | None = None, acto
     record(conn, [JournalEvent(
         JOURNAL_EVENTS[event], USE_CASE, version["partner_key"], file_name=version["file_name"],
         sha256=version["sha256"], item_id=item_id or version["tg_item_id"], subject_key=subject_key(version_id),
-        run_id=run_id, actor=actor, detail=detail, at=at,
+        run_id=run_id, actor=actor, detail=detail, at=at, ledger_entry_id=ledger_entry_id,
         data={"catalog_event": event, "kind": version["kind"], "version_id": version_id, **(data or {})},
     )])
 
@@ -112,6 +116,14 @@ def get_version(engine, version_id: int) -> dict[str, Any]:
     if row is None:
         raise KeyError(f"no catalog version {version_id}")
     return row
+
+
+def find_version(engine, partner_key: str, kind: str, sha256: str) -> dict[str, Any] | None:
+    """The version of this content (partner, kind, sha256), or None."""
+    with engine.connect() as conn:
+        return _row(conn.execute(select(t.catalog_versions).where(
+            t.catalog_versions.c.partner_key == partner_key, t.catalog_versions.c.kind == kind,
+            t.catalog_versions.c.sha256 == sha256)))
 
 
 def register_version(
@@ -364,10 +376,11 @@ def record_decision(engine, version_id: int, *, tg_status: str, actor: str | Non
 
 
 def record_event(engine, version_id: int, event: str, detail: str | None = None, actor: str | None = None, *,
-                 item_id: str | None = None) -> None:
-    """Add one line to the version's audit trail (reminders, alerts, item updates): a journal line."""
+                 item_id: str | None = None, run_id: str | None = None, ledger_entry_id: int | None = None) -> None:
+    """Add one line to the version's audit trail (moves, posts, reminders, alerts): a journal line."""
     with engine.begin() as conn:
-        add_event(conn, version_id, event, detail, actor=actor, item_id=item_id)
+        add_event(conn, version_id, event, detail, actor=actor, item_id=item_id, run_id=run_id,
+                  ledger_entry_id=ledger_entry_id)
 
 
 # ---- the gated load -------------------------------------------------------------------------

@@ -9,7 +9,8 @@ run on another worker with no shared disk (CeleryExecutor), so small files trave
   document).
 - :class:`InlineAttachment`: a small file carried in the post as ``text`` or ``base64``.
 - :class:`PostComment`: a comment on the posted item.
-- :class:`ItemAction`: a comment and/or a status move on an existing item, by id.
+- :class:`ItemAction`: on an existing item, by id: a comment, an :class:`ItemUpdate` (title prefix,
+  metadata; PATCH with ``If-Match``) and/or a status move.
 - :class:`PostedItem`, :class:`ActionResult`: what the operator returns, in input order.
 
 Build posts with the classes and ``to_dict()``; the operator reads them back with ``from_dict()``,
@@ -131,35 +132,82 @@ class PostComment:
 
 
 @dataclass(frozen=True)
+class ItemUpdate:
+    """Fields to change on an existing item: ``title_prefix`` is put before the title unless the title
+    already starts with it (so a rerun changes nothing); ``metadata`` keys are merged (TG merges them)."""
+
+    title_prefix: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.title_prefix is None and not self.metadata:
+            raise ValueError("update: give a title_prefix, metadata or both")
+        if self.title_prefix is not None:
+            _require_text(self.title_prefix, "update title_prefix")
+        if self.metadata is not None:
+            _require_mapping(self.metadata, "update metadata")
+
+    def changes_for(self, item: Mapping[str, Any], max_title: int = 200) -> dict[str, Any]:
+        """The PATCH body that brings ``item`` to this update; ``{}`` if it is there already."""
+        changes: dict[str, Any] = {}
+        title = item.get("title") or ""
+        if self.title_prefix is not None and not title.startswith(self.title_prefix):
+            changes["title"] = f"{self.title_prefix}{title}"[:max_title]
+        have = item.get("metadata") or {}
+        if self.metadata and any(have.get(key) != value for key, value in self.metadata.items()):
+            changes["metadata"] = dict(self.metadata)
+        return changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title_prefix": self.title_prefix, "metadata": dict(self.metadata) if self.metadata else None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ItemUpdate:
+        data = _require_mapping(data, "update")
+        return cls(title_prefix=data.get("title_prefix"), metadata=data.get("metadata"))
+
+
+@dataclass(frozen=True)
 class ItemAction:
-    """On an existing item: post ``comment`` (deduplicated), then move it to ``to_status`` (if given)."""
+    """On an existing item: post ``comment`` (deduplicated), apply ``update``, then move it to
+    ``to_status`` (each only if given)."""
 
     item_id: str
     comment: str | None = None
     visibility: str = "partner"
     to_status: str | None = None
+    update: ItemUpdate | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.item_id, "action item_id")
-        if self.comment is None and self.to_status is None:
-            raise ValueError(f"action on {self.item_id}: give a comment, a to_status or both")
+        if self.comment is None and self.to_status is None and self.update is None:
+            raise ValueError(f"action on {self.item_id}: give a comment, a to_status or both, or an update")
         if self.comment is not None:
             _require_text(self.comment, f"action on {self.item_id}: comment")
         if self.to_status is not None:
             _require_text(self.to_status, f"action on {self.item_id}: to_status")
+        if self.update is not None and not isinstance(self.update, ItemUpdate):
+            raise ValueError(f"action on {self.item_id}: update must be an ItemUpdate")
         _visibility(self.visibility, f"action on {self.item_id}: visibility")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "comment": self.comment, "visibility": self.visibility, "to_status": self.to_status}
+        return {"item_id": self.item_id, "comment": self.comment, "visibility": self.visibility, "to_status": self.to_status,
+                "update": self.update.to_dict() if self.update else None}
 
     @classmethod
     def from_dict(cls, data: Any) -> ItemAction:
         data = _require_mapping(data, "action")
+        update = data.get("update")
+        try:
+            parsed = ItemUpdate.from_dict(update) if update is not None else None
+        except ValueError as exc:
+            raise ValueError(f"action on {data.get('item_id')}: {exc}") from None
         return cls(
             item_id=data.get("item_id"),
             comment=data.get("comment"),
             visibility=data.get("visibility", "partner"),
             to_status=data.get("to_status"),
+            update=parsed,
         )
 
     def for_posted_item(self, item_id: str, url: str) -> ItemAction:
@@ -167,7 +215,7 @@ class ItemAction:
         if not self.comment:
             return self
         comment = self.comment.replace(POSTED_ITEM_ID, item_id).replace(POSTED_ITEM_URL, url)
-        return ItemAction(self.item_id, comment, self.visibility, self.to_status)
+        return ItemAction(self.item_id, comment, self.visibility, self.to_status, self.update)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Fixtures for the catalog tests: the catalog tables on a real PostgreSQL database."""
+"""Fixtures for the catalog tests: the project's tables on a real PostgreSQL database."""
 from __future__ import annotations
 
 import pytest
@@ -8,12 +8,10 @@ import pytest
 def catalog_engine(pg_url):
     from sqlalchemy import create_engine
 
-    from include.catalog import tables as t
-    from include.exchange.journal import journal_table
+    from include.schema import ensure_schema
 
     engine = create_engine(pg_url)
-    tables = [t.catalog_versions, t.catalog_version_rows, t.catalog_accepted, journal_table, *t.DOWNSTREAM.values()]
-    t.metadata.create_all(engine, tables=tables)
+    ensure_schema(engine)
     yield engine
     engine.dispose()
 

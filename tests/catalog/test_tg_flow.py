@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from include.catalog import store, tasks
+from include.catalog import store
 from include.catalog import tables as t
+from include.catalog.decision import LoadBlocked, decide_and_load
 from include.partners import load_registry
+from tests.catalog.steps import post_diff
 from trading_grid.hooks.trading_grid import RetryPolicy, TradingGridHook
 
 FAST = RetryPolicy(max_attempts=10, backoff_base=0.01, backoff_max=0.2, max_retry_time=30.0)
@@ -55,8 +57,8 @@ BASE = [("A", "10.00", "EUR", "2026-12-01"), ("B", "4.00", "EUR", "2026-12-01")]
 def test_clean_cycle_posts_once_and_loads_once(db, hooks, acme):
     enterprise, portal = hooks
     vid = add_version(db, "c0ffee01", BASE, T0)
-    posted = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r1")
-    again = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r2")  # rerun
+    posted = post_diff(db, enterprise, acme, vid, run_id="r1")
+    again = post_diff(db, enterprise, acme, vid, run_id="r2")  # rerun
     assert posted == again and posted["deadline_hours"] == 48
     item = enterprise.get_item(posted["item_id"])
     assert item["category"] == "catalog_sync" and item["requires_ack"] and item["partner_id"] == "P-ACME"
@@ -67,11 +69,11 @@ def test_clean_cycle_posts_once_and_loads_once(db, hooks, acme):
     diff_rows = list(csv.DictReader(io.StringIO(enterprise.get_attachment_content(item["id"], attachments[0]["id"]).decode())))
     assert {r["sku"] for r in diff_rows} == {"A", "B"}
 
-    with pytest.raises(tasks.LoadBlocked, match="not_acknowledged"):
-        tasks.decide_and_load(db, enterprise, vid)  # the gate holds without an answer
+    with pytest.raises(LoadBlocked, match="not_acknowledged"):
+        decide_and_load(db, enterprise, vid)  # the gate holds without an answer
     portal.acknowledge(item["id"], note="received, looks fine")
-    assert tasks.decide_and_load(db, enterprise, vid) == {"version_id": vid, "loaded": True, "rows": 2}
-    assert tasks.decide_and_load(db, enterprise, vid)["reason"] == "already_loaded"
+    assert decide_and_load(db, enterprise, vid) == {"version_id": vid, "loaded": True, "rows": 2}
+    assert decide_and_load(db, enterprise, vid)["reason"] == "already_loaded"
     assert loaded_prices(db) == {"A": 10.0, "B": 4.0}
     version = store.get_version(db, vid)
     assert (version["status"], version["decided_status"], version["decided_by"]) == (t.LOADED, "acknowledged", "acme-portal")
@@ -80,34 +82,34 @@ def test_clean_cycle_posts_once_and_loads_once(db, hooks, acme):
 def test_price_jump_disputed_then_corrected_file_resolves(db, hooks, acme):
     enterprise, portal = hooks
     v1 = add_version(db, "aaaa0001", BASE, T0)
-    p1 = tasks.post_diff(db, enterprise, acme, v1, dag_id="catalog_sync", run_id="r1")
+    p1 = post_diff(db, enterprise, acme, v1, run_id="r1")
     portal.acknowledge(p1["item_id"])
-    tasks.decide_and_load(db, enterprise, v1)
+    decide_and_load(db, enterprise, v1)
 
     # The next cycle's price list has A at +150 %: above acme's 20 % threshold.
     v2 = add_version(db, "aaaa0002", [("A", "25.00", "EUR", "2026-12-01"), ("B", "4.00", "EUR", "2026-12-01")], T0 + timedelta(days=1))
-    p2 = tasks.post_diff(db, enterprise, acme, v2, dag_id="catalog_sync", run_id="r2")
+    p2 = post_diff(db, enterprise, acme, v2, run_id="r2")
     item2 = enterprise.get_item(p2["item_id"])
     assert "price changes above threshold" in item2["title"] and item2["severity"] == "medium"
     assert "| A | 10 | 25 | +150.00% |" in item2["body"]
     portal.transition(p2["item_id"], "disputed", comment="A cannot cost 25.00, please check")
-    with pytest.raises(tasks.LoadBlocked, match="disputed"):
-        tasks.decide_and_load(db, enterprise, v2)
+    with pytest.raises(LoadBlocked, match="disputed"):
+        decide_and_load(db, enterprise, v2)
     assert loaded_prices(db) == {"A": 10.0, "B": 4.0}
 
     # The partner sends a corrected file: it supersedes the disputed version and resolves its item.
     v3 = add_version(db, "aaaa0003", [("A", "10.50", "EUR", "2026-12-01"), ("B", "4.00", "EUR", "2026-12-01")], T0 + timedelta(days=1, hours=2))
-    p3 = tasks.post_diff(db, enterprise, acme, v3, dag_id="catalog_sync", run_id="r3")
-    tasks.post_diff(db, enterprise, acme, v3, dag_id="catalog_sync", run_id="r3-rerun")
+    p3 = post_diff(db, enterprise, acme, v3, run_id="r3")
+    post_diff(db, enterprise, acme, v3, run_id="r3-rerun")
     old = enterprise.get_item(p2["item_id"])
     assert old["status"] == "resolved" and old["title"].startswith("[Superseded]")
     notes = [c["body"] for c in enterprise.list_comments(p2["item_id"]) if c["body"].startswith("Corrected file received")]
     assert len(notes) == 1 and "price_list_aaaa0003.csv" in notes[0]
-    with pytest.raises(tasks.LoadBlocked, match="superseded"):
-        tasks.decide_and_load(db, enterprise, v2)  # its resolved item must not load it
+    with pytest.raises(LoadBlocked, match="superseded"):
+        decide_and_load(db, enterprise, v2)  # its resolved item must not load it
 
     portal.transition(p3["item_id"], "resolved", comment="corrected price accepted")
-    assert tasks.decide_and_load(db, enterprise, v3)["loaded"]
+    assert decide_and_load(db, enterprise, v3)["loaded"]
     assert loaded_prices(db) == {"A": 10.5, "B": 4.0}
     statuses = [(v["id"], v["status"]) for v in store.history(db, "acme")]
     assert statuses == [(v1, t.LOADED), (v2, t.SUPERSEDED), (v3, t.LOADED)]
@@ -120,7 +122,7 @@ def test_unanswered_item_is_escalated_reminded_and_recorded(db, hooks, acme, mon
     enterprise, _ = hooks
     monkeypatch.setenv("EXCHANGE_DB_URL", pg_url)
     vid = add_version(db, "dead0001", BASE, T0)
-    posted = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r1")
+    posted = post_diff(db, enterprise, acme, vid, run_id="r1")
     sensor = CatalogAckSensor(task_id="await_ack", version=posted)
     sensor._apply_version()
     assert sensor.item_id == posted["item_id"] and sensor.timeout == 48 * 3600
@@ -144,7 +146,7 @@ def test_deadline_escalation_mails_an_alert(db, hooks, acme, monkeypatch, pg_url
     monkeypatch.setenv("SMTP_PORT", str(smtp_inbox.port))
     monkeypatch.setenv("ALERT_EMAIL_TO", "category-managers@retail.example")
     vid = add_version(db, "a1e70001", BASE, T0)
-    posted = tasks.post_diff(db, enterprise, acme, vid, dag_id="catalog_sync", run_id="r1")
+    posted = post_diff(db, enterprise, acme, vid, run_id="r1")
     sensor = CatalogAckSensor(task_id="await_acknowledgement", version=posted)
     sensor._apply_version()
     # What Airflow hands the task (the parts include.alerts reads); a TI cannot exist outside a run.

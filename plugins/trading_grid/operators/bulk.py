@@ -10,7 +10,8 @@ operator, possibly on another worker, posts them:
    has that sha256), its comments (skipped when identical), its status move, then its follow-up
    actions on other items (only if the post succeeded: a case is resolved only by a notification
    that exists);
-3. the operator-level ``actions`` (comment and/or status move on items given by id).
+3. the operator-level ``actions`` (comment, update and/or status move on items given by id; an
+   update is a PATCH with ``If-Match``, read again and recomputed on 412).
 
 Every slot is attempted; failures are collected and raised together at the end
 (:class:`~trading_grid.exceptions.TradingGridBulkError`), so a retry re-posts everything and
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator, literal
 from trading_grid.links import ITEMS_URL_XCOM_KEY, TradingGridItemsLink, run_items_url
-from trading_grid.posts import ActionResult, ItemAction, ItemPost, PostedItem, parse_all
+from trading_grid.posts import ActionResult, ItemAction, ItemPost, ItemUpdate, PostedItem, parse_all
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -114,10 +115,32 @@ def _attach_inline(step: _Step, item_id: str, post: ItemPost, workdir: str) -> N
             step.stale = True
 
 
+def _update_item(hook: TradingGridHook, item_id: str, update: ItemUpdate, max_attempts: int = 6) -> dict:
+    """Apply ``update`` with ``If-Match``: read, PATCH what is missing; on 412 (changed meanwhile) read
+    again and recompute, so a title prefix goes on the title as it is now, once."""
+    from trading_grid.exceptions import TradingGridPreconditionFailed
+
+    for _ in range(max_attempts):
+        item = hook.get_item(item_id)
+        changes = update.changes_for(item)
+        if not changes:
+            return item
+        try:
+            return hook.update_item(item_id, changes, version=item["version"], max_precondition_retries=0)
+        except TradingGridPreconditionFailed:
+            continue
+    raise TradingGridPreconditionFailed(f"Trading Grid item {item_id} kept changing; update given up after "
+                                        f"{max_attempts} attempts", status=412)
+
+
 def _apply_action(hook: TradingGridHook, action: ItemAction, label: str) -> tuple[ActionResult | None, list[str]]:
     step = _Step(hook, label, {})
     if action.comment:
         step.comment(action.item_id, action.comment, action.visibility)
+    if action.update:
+        updated = step.attempt("update", lambda: _update_item(hook, action.item_id, action.update))
+        if updated is not None:
+            step.item, step.stale = updated, False
     if action.to_status:
         step.move(action.item_id, action.to_status)
     else:
@@ -216,7 +239,8 @@ class TradingGridBulkPostOperator(BaseOperator):
          "comments": [{"body": "…", "visibility": "partner" | "internal"}],
          "transition": "in_progress" | None,
          "actions": [{"item_id": "itm_…", "comment": "Resolved by {posted_item_url}",
-                      "visibility": "partner", "to_status": "resolved"}]}
+                      "visibility": "partner", "to_status": "resolved",
+                      "update": {"title_prefix": "[Superseded] ", "metadata": {…}} | None}]}
 
     ``actions`` is a list of :class:`trading_grid.posts.ItemAction` dicts applied to existing items.
     Both are templated so an XComArg resolves; their contents are data and never Jinja-rendered (a
