@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import deque
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -25,7 +26,8 @@ from .auth import Principal, TokenService
 from .service import TRANSITIONS, ApiError, Store, safe_content_type, safe_filename
 
 COOKIE = "tg_portal"
-RUN_PAGE_MAX = 1000  # items listed for one run (the unfiltered page shows 200)
+LIST_PAGE_MAX = 200  # items listed, newest first
+RUN_PAGE_MAX = 1000  # items listed for one run
 SESSION_SECONDS = 8 * 3600
 ACTION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work", "disputed": "Dispute",
                  "resolved": "Resolve", "closed": "Close", "open": "Reopen"}
@@ -85,20 +87,21 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
         who, cookie = current
         status = status if status in TRANSITIONS else None
         run = {k: v for k, v in (("dag_id", dag_id), ("run_id", run_id)) if v}
-        items = run_items(who, status, run) if run else store.list_items(who, status=status, limit=200)[0]
-        items.sort(key=lambda i: i["updated_at"], reverse=True)
+        items = newest_items(who, status, run, RUN_PAGE_MAX if run else LIST_PAGE_MAX)
         return render(request, "items.html", items=items, who=who, csrf=csrf_token(cookie), status=status,
                       run=run, statuses=list(TRANSITIONS), partner_name=store.seed.partners.get(who.partner_id))
 
-    def run_items(who: Principal, status: str | None, run: dict[str, str]) -> list[dict]:
-        """The signed-in partner's items whose metadata names this run (the Airflow "Trading Grid items"
-        link). The store filters on columns only, so this pages through the partner's items."""
-        found, cursor = [], None
+    def newest_items(who: Principal, status: str | None, run: dict[str, str], limit: int) -> list[dict]:
+        """The signed-in partner's most recently updated items (newest first), optionally only those whose
+        metadata names a run (the Airflow "Trading Grid items" link). The store lists oldest first and
+        filters on columns only, so this pages through the partner's items and keeps the tail."""
+        kept: deque[dict] = deque(maxlen=limit)
+        cursor = None
         while True:
             page, cursor = store.list_items(who, status=status, limit=200, cursor=cursor)
-            found += [i for i in page if all((i.get("metadata") or {}).get(k) == v for k, v in run.items())]
-            if cursor is None or len(found) >= RUN_PAGE_MAX:
-                return found[:RUN_PAGE_MAX]
+            kept.extend(i for i in page if all((i.get("metadata") or {}).get(k) == v for k, v in run.items()))
+            if cursor is None:  # an item updated while paging shows up twice: keep its last state
+                return sorted({i["id"]: i for i in kept}.values(), key=lambda i: i["updated_at"], reverse=True)
 
     def back_to_list(request: Request) -> str:
         """The list page the sign-in form was shown on, filters kept (a link into a run's items);
