@@ -11,10 +11,14 @@ log = logging.getLogger(__name__)
 
 def sync_partner_feedback(engine, hook) -> dict[str, Any]:
     """Read TG's events since the stored cursor (the kit), log this use case's changes and open disputes."""
-    from include.exchange.feedback import sync_feedback
+    from include.exchange.feedback import FeedbackSyncInterrupted, sync_feedback
 
-    batch = sync_feedback(engine, hook)
-    changes = batch.for_use_case(USE_CASE)
+    try:
+        batch = sync_feedback(engine, hook, use_case=USE_CASE)
+    except FeedbackSyncInterrupted as stopped:  # what committed is in tg_items and the journal already
+        log.error("Feedback sync stopped after %d change(s): %s", len(stopped.batch.changes), stopped)
+        raise
+    changes = list(batch.changes)
     for change in changes:
         log.info("TG item %s (%s): %s %s", change.item_id, change.subject_key, change.change,
                  change.status or "")

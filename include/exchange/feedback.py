@@ -15,6 +15,10 @@ feed carries) and attachments. Internal comments are never feedback (partners ca
 ``item.created`` and ``item.updated`` (title, body, metadata edits, enterprise only) are applied, never
 reported.
 
+**Per use case.** Each use case's DAG syncs its own items with its own cursor
+(``sync_feedback(..., use_case=...)``), so a sync run by one DAG never takes another use case's changes;
+new events are read once per use case (a page of 500 costs one request).
+
 **Crash safety.** Each page's updates, its journal lines and the cursor after it commit in ONE
 transaction; a crash re-reads at most the page it was on, whose effects were rolled back. The cursor
 write is a compare-and-set on the position the page was read from: a second sync running at the same
@@ -120,19 +124,24 @@ class FeedbackSyncInterrupted(Exception):
         self.batch = batch
 
 
-def sync_feedback(engine: Engine, hook: TradingGridHook, *, page_size: int = 500) -> FeedbackBatch:
+def sync_feedback(engine: Engine, hook: TradingGridHook, *, use_case: str | None = None,
+                  page_size: int = 500) -> FeedbackBatch:
     """Read TG's events since the stored cursor, apply them to ``tg_items``, return the partner feedback.
 
+    :param use_case: sync only this use case's items, with a cursor of its own: each use case's DAG runs
+        its own sync on its own schedule and gets exactly its own changes, each reported (and journaled)
+        once; None syncs every tracked item on the shared cursor.
     :param page_size: events per request (the sandbox allows up to 500).
     """
     own_client = hook.settings.client_id
-    cursor = read_cursor(engine)
+    key = cursor_key(use_case)
+    cursor = read_cursor(engine, use_case)
     changes: list[ItemChange] = []
     events_read = requests = 0
     try:
         for page in hook.iter_event_pages(cursor, limit=page_size):
             requests += page.requests
-            found = _commit_page(engine, page.events, own_client, cursor, page.resume_cursor)
+            found = _commit_page(engine, page.events, own_client, cursor, page.resume_cursor, key, use_case)
             if found is None:
                 log.warning("Another feedback sync moved the events cursor; this one stops (that one has the rest)")
                 break
@@ -145,10 +154,14 @@ def sync_feedback(engine: Engine, hook: TradingGridHook, *, page_size: int = 500
     return FeedbackBatch(tuple(changes), events_read, requests, cursor)
 
 
-def read_cursor(engine_or_conn: Engine | Connection) -> str | None:
-    """The stored events cursor (None before the first sync)."""
+def cursor_key(use_case: str | None = None) -> str:
+    return f"{EVENTS_CURSOR_KEY}:{use_case}" if use_case else EVENTS_CURSOR_KEY
+
+
+def read_cursor(engine_or_conn: Engine | Connection, use_case: str | None = None) -> str | None:
+    """The stored events cursor of ``use_case`` (or the shared one); None before the first sync."""
     with transaction(engine_or_conn) as conn:
-        return conn.execute(select(sync_state.c.value).where(sync_state.c.key == EVENTS_CURSOR_KEY)).scalar()
+        return conn.execute(select(sync_state.c.value).where(sync_state.c.key == cursor_key(use_case))).scalar()
 
 
 class _CursorMoved(Exception):
@@ -156,29 +169,29 @@ class _CursorMoved(Exception):
 
 
 def _commit_page(engine: Engine, events: Iterable[Mapping[str, Any]], own_client: str, cursor: str | None,
-                 resume_cursor: str | None) -> list[ItemChange] | None:
+                 resume_cursor: str | None, key: str, use_case: str | None) -> list[ItemChange] | None:
     """Apply one page, journal its feedback and move the cursor, in one transaction; None if we lost the cursor."""
     try:
         with engine.begin() as conn:
-            found, journal = _apply_page(conn, events, own_client)
+            found, journal = _apply_page(conn, events, own_client, use_case)
             record(conn, journal)
-            if resume_cursor is not None and not _advance_cursor(conn, cursor, resume_cursor):
+            if resume_cursor is not None and not _advance_cursor(conn, key, cursor, resume_cursor):
                 raise _CursorMoved
     except _CursorMoved:
         return None
     return found
 
 
-def _advance_cursor(conn: Connection, expected: str | None, new: str) -> bool:
+def _advance_cursor(conn: Connection, key: str, expected: str | None, new: str) -> bool:
     """Move the stored cursor from ``expected`` to ``new``; False if another sync moved it meanwhile.
 
     The very first position is an INSERT: two first syncs at once make the loser fail on the key.
     """
     if expected is None:
-        conn.execute(insert(sync_state).values(key=EVENTS_CURSOR_KEY, value=new))
+        conn.execute(insert(sync_state).values(key=key, value=new))
         return True
     moved = conn.execute(update(sync_state)
-                         .where(sync_state.c.key == EVENTS_CURSOR_KEY, sync_state.c.value == expected)
+                         .where(sync_state.c.key == key, sync_state.c.value == expected)
                          .values(value=new))
     return moved.rowcount == 1
 
@@ -197,11 +210,12 @@ class _ItemState:
         return cls(item.status, item.acknowledged, item.tg_updated_at, item.last_change_seen)
 
 
-def _apply_page(conn: Connection, events: Iterable[Mapping[str, Any]], own_client: str
+def _apply_page(conn: Connection, events: Iterable[Mapping[str, Any]], own_client: str, use_case: str | None
                 ) -> tuple[list[ItemChange], list[JournalEvent]]:
-    """Apply one page's events of tracked items; return the partner feedback and its journal lines."""
+    """Apply one page's events of tracked items (of ``use_case``); return the feedback and its journal lines."""
     events = list(events)
-    tracked = {t.item_id: t for t in tracked_items(conn, item_ids={str(e.get("item_id")) for e in events})}
+    tracked = {t.item_id: t for t in tracked_items(conn, use_case=use_case,
+                                                   item_ids={str(e.get("item_id")) for e in events})}
     states: dict[str, _ItemState] = {}
     changes: list[ItemChange] = []
     for event in events:

@@ -8,12 +8,14 @@ import logging
 import os
 import posixpath
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from include.intake import ledger as L
+from include.intake.claims import claim_token
 from include.intake.errors import (
     FileChangedError,
     FileVanishedError,
@@ -173,7 +175,7 @@ class PartnerInbox:
     :param ledger: the :class:`~include.intake.ledger.Ledger` (project database).
     :param staging_dir: local directory for fetched files; each file lands in
         ``<staging_dir>/<partner key>/<entry id>-<safe name>`` whatever its remote name.
-    :param claimed_by: label of this run in the ledger (e.g. the Airflow run id); random if None.
+    :param claimed_by: this run's claim token (:func:`include.intake.claims.claim_token`); a one-off token if None.
     :param clock: seconds since the epoch (tests move time forward without sleeping).
     :param fetch_min_rate: bytes/s below which a fetch counts as stuck (time bound
         ``fetch_timeout_floor + size / fetch_min_rate``).
@@ -195,7 +197,7 @@ class PartnerInbox:
         self.sftp = sftp
         self.ledger = ledger
         self.staging_dir = Path(staging_dir)
-        self.claimed_by = claimed_by or Ledger.new_claim_token(partner.key)
+        self.claimed_by = claimed_by or claim_token("adhoc", f"{partner.key}-{uuid.uuid4().hex}")
         self.clock = clock
         self._fetch_kwargs: dict = {}
         if fetch_min_rate is not None:

@@ -25,7 +25,6 @@ A crash in between leaves an open entry with ``final_path`` set, which
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -926,7 +925,3 @@ class Ledger:
                                     dict(status=c.target_status, closed_at=now, updated_at=now))
             out.update(_entries_by_id(conn, [i for i in ids if i not in out]))
         return {i: out[i] for i in ids if i in out}
-
-    @staticmethod
-    def new_claim_token(prefix: str = "run") -> str:
-        return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -261,3 +261,24 @@ def test_read_events_returns_where_to_resume_and_what_it_cost(hook):
     news = hook.read_events(to_now.resume_cursor, limit=2)
     assert [e["kind"] for e in news.events] == ["item.created"] * 3 and news.requests == 2
     assert hook.read_events(news.resume_cursor).events == ()
+
+
+def test_each_use_case_syncs_its_own_items_on_its_own_cursor(engine, hook, acme, globex):
+    """Two DAGs on their own schedules: neither takes the other's changes, each change is journaled once."""
+    delivery, catalog = _post(hook, engine, DD, 1)[0], _post(hook, engine, CATALOG, 1)[0]
+    assert fb.sync_feedback(engine, hook, use_case=DD).changes == ()
+    acme.transition(delivery["id"], "disputed")
+    globex.acknowledge(catalog["id"])
+
+    dd_batch = fb.sync_feedback(engine, hook, use_case=DD)
+    assert _changes(dd_batch) == [(delivery["id"], "status", "disputed")]
+    assert {r.item_id: r.status for r in it.tracked_items(engine)}[catalog["id"]] == "open"  # not dd's to apply
+    # The catalog's first sync reads the feed from the start, and gets exactly its own change.
+    cat_batch = fb.sync_feedback(engine, hook, use_case=CATALOG)
+    assert _changes(cat_batch) == [(catalog["id"], "acknowledged", "acknowledged")]
+    assert fb.read_cursor(engine) is None  # the shared cursor is untouched
+
+    assert fb.sync_feedback(engine, hook, use_case=DD).changes == ()
+    assert fb.sync_feedback(engine, hook, use_case=CATALOG).changes == ()
+    assert [j.event for j in item_journey(engine, delivery["id"])] == ["disputed"]
+    assert [j.event for j in item_journey(engine, catalog["id"])] == ["acknowledged"]
