@@ -30,3 +30,22 @@ def db(catalog_engine):
             conn.execute(table.delete())
         conn.execute(t.catalog_versions.update().values(superseded_by=None))
         conn.execute(t.catalog_versions.delete())
+
+
+@pytest.fixture
+def hooks(tg_sandbox, monkeypatch):
+    """(enterprise, acme's portal client) hooks on the TG sandbox; ``trading_grid_default`` points at it."""
+    from trading_grid.hooks.trading_grid import RetryPolicy, TradingGridHook
+
+    fast = RetryPolicy(max_attempts=10, backoff_base=0.01, backoff_max=0.2, max_retry_time=30.0)
+    monkeypatch.setenv("AIRFLOW_CONN_TRADING_GRID_DEFAULT", tg_sandbox.airflow_conn_json())
+    monkeypatch.setenv("AIRFLOW_CONN_TG_ACME_PORTAL", tg_sandbox.airflow_conn_json(client="P-ACME"))
+    with TradingGridHook(retry_policy=fast) as enterprise, TradingGridHook("tg_acme_portal", retry_policy=fast) as portal:
+        yield enterprise, portal
+
+
+@pytest.fixture
+def acme():
+    from include.partners import load_registry
+
+    return load_registry().get("acme")

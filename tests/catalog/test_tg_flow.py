@@ -1,7 +1,8 @@
 """Post, acknowledge, dispute, supersede and load against the real TG sandbox and PostgreSQL.
 
-The intake part (SFTP) is covered by the DAG tests; here versions are registered directly so the
-TG side of the story is tested on its own.
+The intake part (SFTP) is covered by test_receive.py and the DAG tests; here versions are registered
+directly so the TG side of the story is tested on its own. Posting goes plan_posts -> post_items (the
+bulk post operator's function) -> record_posts (tests/catalog/steps.py).
 """
 from __future__ import annotations
 
@@ -16,25 +17,9 @@ from sqlalchemy import select
 from include.catalog import store
 from include.catalog import tables as t
 from include.catalog.decision import LoadBlocked, decide_and_load
-from include.partners import load_registry
 from tests.catalog.steps import post_diff
-from trading_grid.hooks.trading_grid import RetryPolicy, TradingGridHook
 
-FAST = RetryPolicy(max_attempts=10, backoff_base=0.01, backoff_max=0.2, max_retry_time=30.0)
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def hooks(tg_sandbox, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_TRADING_GRID_DEFAULT", tg_sandbox.airflow_conn_json())
-    monkeypatch.setenv("AIRFLOW_CONN_TG_ACME_PORTAL", tg_sandbox.airflow_conn_json(client="P-ACME"))
-    with TradingGridHook(retry_policy=FAST) as enterprise, TradingGridHook("tg_acme_portal", retry_policy=FAST) as portal:
-        yield enterprise, portal
-
-
-@pytest.fixture
-def acme():
-    return load_registry().get("acme")
 
 
 def add_version(db, sha, rows, sent_at):
