@@ -50,7 +50,7 @@ def catalog_task_env(tg_sandbox, sshd_server, project_db: str, staging: Path) ->
         "CATALOG_POLL_SECONDS": "0.5",
         "CATALOG_MAX_POLLS": "4",
         "CATALOG_ACK_POLL_SECONDS": "1",
-        "CATALOG_STAGING_DIR": str(staging),
+        "EXCHANGE_STAGING_DIR": str(staging),
     }
 
 
@@ -169,6 +169,7 @@ def test_1_clean_cycle_and_a_rerun_without_duplicates(airflow_env, sshd_server, 
     assert first["state"].endswith("success"), first["output"][-5000:]
     assert first["interval"] == ["2026-11-21T00:00:00+00:00", "2026-11-22T00:00:00+00:00"]
     assert first["tasks"]["confirm_and_load.load[0]"].endswith("success")
+    assert first["tasks"]["sync_partner.post_items[0]"].endswith("success")  # the diff went out through the operator
     assert "running trigger in line" in first["output"]  # the ack sensor really deferred
     prices, history = db_state(project_db)
     assert prices == {"A-1": 10.0, "B-2": 4.0, "C-3": 7.25}
@@ -179,8 +180,10 @@ def test_1_clean_cycle_and_a_rerun_without_duplicates(airflow_env, sshd_server, 
     rerun = run_cycle(env, "2026-11-22T00:00:00+00:00")
     assert rerun["state"].endswith("success"), rerun["output"][-5000:]
     # The rerun finds the interval's version again, sees it loaded: nothing to post, wait for or load.
-    assert rerun["xcoms"]["receive[0]"] == {"partner_key": "acme", "version_ids": [history[0]["id"]]}
-    assert rerun["xcoms"]["post_diffs[0]"] == [] and rerun["xcoms"]["versions_to_confirm[-1]"] == []
+    received = rerun["xcoms"]["sync_partner.receive[0]"]
+    assert {k: received[k] for k in ("partner_key", "version_ids")} == {"partner_key": "acme", "version_ids": [history[0]["id"]]}
+    assert rerun["xcoms"]["sync_partner.record_posts[0]"] == [] and rerun["xcoms"]["versions_to_confirm[-1]"] == []
+    assert rerun["xcoms"]["sync_partner.post_items[0]"] == []  # nothing to post
     assert rerun["tasks"].get("confirm_and_load.load[-1]", "skipped").endswith("skipped"), rerun["tasks"]
     assert len(items_for(tg_sandbox, "price_list_2026-11-21.csv")) == 1
     _, history = db_state(project_db)
@@ -246,7 +249,7 @@ def test_4_missed_cycles_run_oldest_first_take_their_own_file_once(airflow_env, 
         result = run_cycle(env, logical)
         retailer.join(timeout=10)
         assert result["state"].endswith("success"), result["output"][-5000:]
-        assert len(result["xcoms"]["receive[0]"]["version_ids"]) == 1, result["output"][-8000:]
+        assert len(result["xcoms"]["sync_partner.receive[0]"]["version_ids"]) == 1, result["output"][-8000:]
     prices, history = db_state(project_db)
     by_name = {v["file_name"]: v for v in history}
     assert by_name["price_list_2026-11-24.csv"]["interval_start"].isoformat() == "2026-11-24T00:00:00+00:00"

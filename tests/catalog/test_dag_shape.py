@@ -43,4 +43,16 @@ def test_tasks_retry_alert_and_the_load_is_gated(dags):
     assert isinstance(sensor, CatalogAckSensor) and sensor.deferrable and sensor.on_timeout == "escalate"
     assert set(sensor.statuses) == {"acknowledged", "resolved", "closed", "disputed"}
     assert "confirm_and_load.await_acknowledgement" in dag.get_task("confirm_and_load.load").upstream_task_ids
-    assert dag.get_task("receive").max_active_tis_per_dag == 1
+    assert dag.get_task("sync_partner.receive").max_active_tis_per_dag == 1
+
+
+def test_every_post_goes_through_the_bulk_post_operator(dags):
+    """plan -> TradingGridBulkPostOperator -> record per partner: the only TG writer is the operator."""
+    from trading_grid.operators.bulk import TradingGridBulkPostOperator
+
+    dag = dags["catalog_sync"]
+    posting = [task.task_id for task in dag.tasks if isinstance(task, TradingGridBulkPostOperator)]
+    assert posting == ["sync_partner.post_items"]
+    assert dag.get_task("sync_partner.plan_posts").task_id in dag.get_task("sync_partner.post_items").upstream_task_ids
+    assert "sync_partner.post_items" in dag.get_task("sync_partner.record_posts").upstream_task_ids
+    assert "sync_partner.receive" in dag.get_task("sync_partner.plan_posts").upstream_task_ids

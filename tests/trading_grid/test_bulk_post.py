@@ -2,6 +2,9 @@
 
 - The data classes: round trips through dicts (what XCom carries), bad input rejected with the slot's
   index, placeholders of follow-up comments filled without touching other braces.
+- an action's ``update`` (title prefix, metadata) is a PATCH with If-Match applied once; a change
+  by someone else between our read and our PATCH (a real 412) is read again and the prefix goes on
+  the title as it is then;
 - :func:`post_items`: 200 posts with inline files, comments and follow-up actions under 503/429/
   dropped answers → exactly 200 distinct items; the same call again creates nothing, attaches and
   comments nothing twice, applies the actions once.
@@ -33,6 +36,7 @@ from trading_grid.posts import (
     InlineAttachment,
     ItemAction,
     ItemPost,
+    ItemUpdate,
     PostComment,
     PostedItem,
     parse_all,
@@ -204,6 +208,35 @@ def test_failed_slots_are_reported_after_every_other_slot_was_done(tg, hook):
     assert [e.split(": ")[1:3] for e in result.errors[1:]] == [["comment", "TradingGridNotFound"],
                                                              ["move to resolved", "TradingGridNotFound"]]
     assert all(e.startswith(f"posts[1] {good['external_ref']} actions[0]") for e in result.errors[1:])
+
+
+def test_an_update_prefixes_the_title_once_merges_metadata_and_rereads_on_412(tg, hook, monkeypatch):
+    action = ItemAction("itm_1", comment="Replaced.", update=ItemUpdate("[Superseded] ", {"by": 2}), to_status="resolved")
+    assert ItemAction.from_dict(json.loads(json.dumps(action.to_dict()))) == action
+    with pytest.raises(ValueError, match="update: give a title_prefix, metadata or both"):
+        ItemAction.from_dict({"item_id": "itm_1", "update": {}})
+
+    old = hook.create_item(make_payload(subject=f"upd-{uuid.uuid4().hex[:8]}", type="case", title="Price list p1.csv"))[0]
+    with TradingGridHook(retry_policy=FAST_RETRIES) as colleague:
+        real_update, raced = hook.update_item, []
+
+        def racing_update(item_id, changes, **kwargs):
+            if not raced:  # someone edits the item between our read and our PATCH: the version moves on
+                raced.append(colleague.update_item(item_id, {"title": "Price list p1.csv (checked)"}))
+            return real_update(item_id, changes, **kwargs)
+
+        monkeypatch.setattr(hook, "update_item", racing_update)
+        update = ItemAction(old["id"], comment="Replaced by p2.csv.", to_status="resolved",
+                            update=ItemUpdate("[Superseded] ", {"superseded_by_file": "p2.csv"}))
+        first = post_items(hook, [], [update])
+        second = post_items(hook, [], [update])  # a rerun changes nothing more
+    assert first.errors == [] and second.errors == [] and len(raced) == 1
+    item = hook.get_item(old["id"])
+    assert item["title"] == "[Superseded] Price list p1.csv (checked)" and item["status"] == "resolved"
+    assert item["metadata"]["superseded_by_file"] == "p2.csv" and item["metadata"]["file_name"]  # merged, kept
+    assert item["version"] == raced[0]["version"] + 2  # our PATCH, then the move: no second PATCH
+    assert [c["body"] for c in hook.list_comments(old["id"])] == ["Replaced by p2.csv."]
+    assert second.actions[0].status == "resolved"
 
 
 # ------------------------------------------------------------------------------------------ the operator in a DAG run
