@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -97,32 +96,37 @@ def test_fetch_many_checks_manifests(make_partner, make_inbox, drop, ledger):
     assert drop.names(INBOUND) == ["INV-1.csv", "INV-1.csv.sha256"]
 
 
-class SlowOpenClient:
-    """The real client, whose open of one path takes ``delay`` seconds (a stalled transfer)."""
+class StallingOpenClient:
+    """The real client (connected through ``relay``), whose open of one path stalls the server for
+    good: the relay holds every answer from then on, until the test releases it. A stall made by
+    bytes, not by a sleep racing the time bound."""
 
-    def __init__(self, real, slow_path, delay):
-        self._real, self._slow, self._delay = real, slow_path, delay
+    def __init__(self, real, relay, stalled_path):
+        self._real, self._relay, self._stalled = real, relay, stalled_path
 
     def __getattr__(self, name):
         return getattr(self._real, name)
 
     def open(self, path, *args, **kwargs):
-        if path == self._slow:
-            time.sleep(self._delay)
+        if path == self._stalled:
+            self._relay.hold_after(0)
         return self._real.open(path, *args, **kwargs)
 
 
-def test_timeout_stops_the_batch_and_defers_its_moves(make_partner, make_inbox, drop, ledger, sshd_server):
+def test_timeout_stops_the_batch_and_defers_its_moves(make_partner, make_inbox, drop, ledger, sshd_server, sshd_relay):
     partner = make_partner()
-    client = sshd_server.sftp_client()
+    client = sshd_server.sftp_client(port=sshd_relay.port)
     try:
-        inbox = make_inbox(partner, client=SlowOpenClient(client, f"{INBOUND}/INV-3.csv", 0.5))
+        inbox = make_inbox(partner, client=StallingOpenClient(client, sshd_relay, f"{INBOUND}/INV-3.csv"))
         ready = claim_all(inbox, drop, {"INV-1.csv": "id\n1\n", "INV-2.csv": "id\n1\n",
                                         "INV-3.csv": "id\n3\n", "INV-4.csv": "id\n4\n"})
         order = [ready[f"INV-{i}.csv"] for i in (1, 2, 3, 4)]
-        fetched, errors = inbox.fetch_many(order, timeout=0.3)
+        fetched, errors = inbox.fetch_many(order, timeout=2.0)  # generous for the files that are not stalled
+        assert sshd_relay.held.is_set()
+        assert client.get_channel().closed  # dropped by the fetch, not by the test
     finally:
-        client.close()  # a timed-out session is dropped, as documented
+        sshd_relay.release()
+        client.close()
     assert [(f.file_name, f.outcome) for f in fetched] == [("INV-1.csv", "fetched"), ("INV-2.csv", "duplicate")]
     assert isinstance(errors[ready["INV-3.csv"].entry_id], TransferTimeout)
     assert isinstance(errors[ready["INV-4.csv"].entry_id], NotAttempted)

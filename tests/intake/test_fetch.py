@@ -102,6 +102,7 @@ def test_time_bound_raises_transfer_timeout(drop, sftp, tmp_path):
     with pytest.raises(TransferTimeout, match="exceeded its time bound"):
         fetch_to_file(sftp, f"{INBOUND}/big.bin", tmp_path / "big.bin", timeout=0.001)
     assert not (tmp_path / "big.bin").exists()
+    assert sftp.get_channel().closed and not sftp.get_channel().get_transport().is_active()  # dropped
 
 
 def test_inbox_fetch_records_sha_and_staging_path(make_partner, make_inbox, drop, ledger, staging):
@@ -127,8 +128,10 @@ def test_inbox_fetch_timeout_keeps_entry_claimed_with_error(make_partner, make_i
         ready = inbox.poll().ready[0]
         with pytest.raises(TransferTimeout):
             inbox.fetch(ready, timeout=0.001)
+        # dropped by the fetch itself, whether the timeout cut a packet or not (see test_fetch_cut_packet.py)
+        assert client.get_channel().closed and not client.get_channel().get_transport().is_active()
     finally:
-        client.close()  # a timed-out session is dropped, as documented
+        client.close()
     entry = ledger.get(ready.entry_id)
     assert entry.status == "ready" and "time bound" in entry.error
     assert drop.names(INBOUND) == ["INV-big.csv"]  # nothing moved, nothing lost

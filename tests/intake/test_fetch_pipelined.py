@@ -13,6 +13,7 @@ import pytest
 from include.intake import FileChangedError, FileVanishedError, NotAttempted, TransferError, TransferTimeout
 from include.intake.fetch import (
     DEFAULT_REQUEST_SIZE,
+    DEFAULT_STALL_TIMEOUT,
     PIPELINE_MAX_SIZE,
     SINGLE_READ_MAX,
     FetchJob,
@@ -22,6 +23,9 @@ from include.intake.fetch import (
 )
 
 INBOUND = "/partners/acme/inbound"
+#: "Ends at all": a hang would wait DEFAULT_STALL_TIMEOUT (60 s) or for ever; a busy machine may be
+#: slow, so no tighter wall-clock bound (what ended the wait is asserted from the error itself).
+ENDS_WITHIN = DEFAULT_STALL_TIMEOUT / 2
 
 SIZES = [0, 1, 600, SINGLE_READ_MAX, SINGLE_READ_MAX + 1, 65536, DEFAULT_REQUEST_SIZE, DEFAULT_REQUEST_SIZE + 1,
          3 * DEFAULT_REQUEST_SIZE - 1, PIPELINE_MAX_SIZE]
@@ -158,13 +162,14 @@ def test_stalled_server_times_out_the_batch_without_hanging(make_partner, make_i
         started = time.monotonic()
         fetched, errors = inbox.fetch_many(order, timeout=0.5)
         elapsed = time.monotonic() - started
+        assert client.get_channel().closed  # dropped before the error was handed out
     finally:
         client.close()  # a timed-out session is dropped, as documented
         try:  # let the server's blocked open return
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:
             pass
-    assert elapsed < 3, elapsed
+    assert elapsed < ENDS_WITHIN, elapsed
     names = [r.file_name for r in order]
     stalled = ready["INV-04.csv"].entry_id
     assert isinstance(errors[stalled], TransferTimeout) and "time bound" in str(errors[stalled])
@@ -194,9 +199,10 @@ def test_tiny_timeout_with_many_files(make_partner, make_inbox, drop, ledger, ss
         started = time.monotonic()
         fetched, errors = inbox.fetch_many(order, timeout=0.00001)
         elapsed = time.monotonic() - started
+        assert client.get_channel().closed
     finally:
         client.close()
-    assert elapsed < 3
+    assert elapsed < ENDS_WITHIN, elapsed
     timeouts = [i for i, exc in errors.items() if isinstance(exc, TransferTimeout)]
     assert len(timeouts) == 1
     assert all(isinstance(exc, NotAttempted) for i, exc in errors.items() if i != timeouts[0])
@@ -245,7 +251,7 @@ def test_lost_session_fails_the_rest_without_hanging(drop, sshd_server, tmp_path
         elapsed = time.monotonic() - started
     finally:
         client.close()
-    assert elapsed < 3
+    assert elapsed < ENDS_WITHIN, elapsed
     assert first[0] == 0 and not isinstance(first[1], Exception)
     assert [i for i, _ in rest] == list(range(1, count))
     failed = [r for _, r in rest if isinstance(r, Exception)]

@@ -169,9 +169,9 @@ def test_one_listdir_per_poll_and_no_stat(make_partner, make_inbox, drop, sftp):
 
 
 def test_list_folder_reports_files_and_dirs(drop, sftp, sshd_server):
-    drop.put(f"{INBOUND}/b.csv", "12345", age=100)
+    local = drop.put(f"{INBOUND}/b.csv", "12345", age=100)
     sshd_server.local_path(f"{INBOUND}/a-dir").mkdir()
     entries = list_folder(sftp, INBOUND)
     assert [(e.name, e.is_file, e.is_dir) for e in entries] == [("a-dir", False, True), ("b.csv", True, False)]
     assert entries[1].size == 5 and entries[1].path == f"{INBOUND}/b.csv"
-    assert abs(entries[1].mtime - (time.time() - 100)) < 5
+    assert entries[1].mtime == int(local.stat().st_mtime)  # what was set, not a window around the clock
