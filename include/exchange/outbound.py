@@ -397,7 +397,7 @@ def _upload(session: _Session, local_path: str, folder: str, file_name: str, siz
             raise TransferError(f"write of {temp} at offset {at} failed: SFTP status {code} (type {t})")
 
     try:
-        with open(local_path, "rb") as src:
+        with _open_local(local_path) as src:
             while True:
                 while len(inflight) < DEFAULT_MAX_REQUESTS and (data := src.read(DEFAULT_REQUEST_SIZE)):
                     digest.update(data)
@@ -421,6 +421,12 @@ def _upload(session: _Session, local_path: str, folder: str, file_name: str, siz
         _remove_quietly(session, temp)
         raise TransferError(f"local file {local_path} changed while uploading: not delivered")
     return temp
+
+
+def _open_local(path: str):
+    """The local file an upload reads from, one ``read(DEFAULT_REQUEST_SIZE)`` per write request: the
+    point where tests interpose on the transfer between two chunks (no thread racing it)."""
+    return open(path, "rb")
 
 
 def _ignore(call, *args) -> None:

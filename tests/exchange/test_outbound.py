@@ -3,13 +3,17 @@
 Each test gets its own partner key over the demo folders of ``acme`` (its ledger rows and journal
 lines cannot meet another test's) and emptied partner folders. What the server holds is checked on
 its local side (``sshd_server.local_path``), not through the client under test.
+
+Nothing here races a transfer: what must happen mid-upload (a listing, a frozen server) is done by
+the uploading thread itself, between two chunks (:func:`between_chunks`) or around the client's
+rename (:func:`around_renames`), so every run sees the same sequence.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import signal
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -18,9 +22,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from include.exchange import outbound
 from include.exchange.outbound import (OutboundConflict, OutboundFile, OutboundRefused, SentFile, deliver,
                                        observe_pickups, overdue_sends, sent_files, set_sent_item)
 from include.intake.errors import TransferTimeout
+from include.intake.fetch import DEFAULT_REQUEST_SIZE
 from include.intake.names import manifest_digest
 from include.partners import load_registry
 
@@ -87,6 +93,46 @@ def big_file(tmp_path_factory) -> tuple[str, str]:
     return str(path), digest.hexdigest()
 
 
+class _ChunkHook:
+    """The upload's local file, calling ``before(n)`` in the uploading thread before its n-th read
+    (1-based; one read per write request, the last one finds the end of the file)."""
+
+    def __init__(self, raw, before) -> None:
+        self.raw, self.before, self.reads = raw, before, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        self.before(self.reads)
+        return self.raw.read(size)
+
+    def __enter__(self) -> _ChunkHook:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.raw.close()
+
+
+def between_chunks(monkeypatch, before) -> None:
+    """Make every upload call ``before(n)`` before it reads chunk n (``n - 1`` chunks sent by then)."""
+    real = outbound._open_local
+    monkeypatch.setattr(outbound, "_open_local", lambda path: _ChunkHook(real(path), before))
+
+
+def around_renames(monkeypatch, client, look) -> list[tuple[str, str]]:
+    """Make ``client.rename`` call ``look()`` before and after each rename; returns the renames done."""
+    done: list[tuple[str, str]] = []
+    real = client.rename
+
+    def rename(source: str, target: str) -> None:
+        look()
+        real(source, target)
+        done.append((source, target))
+        look()
+
+    monkeypatch.setattr(client, "rename", rename)
+    return done
+
+
 def outgoing(partner, local_path: str, name: str, **kwargs) -> OutboundFile:
     return OutboundFile(partner_key=partner.key, use_case="test_outbound", local_path=local_path, file_name=name,
                         **kwargs)
@@ -105,30 +151,27 @@ def journal(engine, partner) -> list[tuple[str, str]]:
 
 
 # ---- atomic placement ------------------------------------------------------------------------------
+LOOK_EVERY = 8  # chunks between two listings: ~100 of them over the upload
+
+
 def test_lister_never_sees_a_partial_file_under_the_final_name(make_partner, sftp, sshd_server, outbox, engine,
-                                                                  big_file):
+                                                                  big_file, monkeypatch):
+    """A partner listing before every LOOK_EVERY-th chunk, and right before and after the rename, sees
+    the upload only under its temporary dot-name, and the final name only complete."""
     partner = make_partner()
     path, sha = big_file
+    lister = sshd_server.sftp_client()
     observations: list[dict[str, int]] = []
-    stop, started = threading.Event(), threading.Event()
 
-    def lister() -> None:
-        client = sshd_server.sftp_client()
-        try:
-            while not stop.is_set():
-                observations.append({a.filename: a.st_size for a in client.listdir_attr(OUTBOUND)})
-                started.set()
-        finally:
-            client.close()
+    def look() -> None:
+        observations.append({a.filename: a.st_size for a in lister.listdir_attr(OUTBOUND)})
 
-    thread = threading.Thread(target=lister, daemon=True)
-    thread.start()
-    assert started.wait(30)
+    between_chunks(monkeypatch, lambda n: look() if n % LOOK_EVERY == 1 else None)
+    renames = around_renames(monkeypatch, sftp, look)
     try:
         sent = deliver(sftp, partner, engine, outgoing(partner, path, "products_big.csv"), run_id="r1")
     finally:
-        stop.set()
-        thread.join(30)
+        lister.close()
     observations.append({p.name: p.stat().st_size for p in outbox.iterdir()})
     assert sent.created and sent.size == BIG and sent.sha256 == sha
     assert sent.remote_path == f"{OUTBOUND}/products_big.csv"
@@ -136,9 +179,13 @@ def test_lister_never_sees_a_partial_file_under_the_final_name(make_partner, sft
     assert final_sizes and set(final_sizes) == {BIG}  # under its final name only ever complete
     in_progress = [seen for seen in observations if any(n.startswith(".products_big.csv.") and size < BIG
                                                          for n, size in seen.items())]
-    assert in_progress, "the lister never saw the upload in progress"
+    # every look before a chunk saw it in progress (a chunk still to come: the size is short of BIG)
+    assert len(in_progress) >= BIG // DEFAULT_REQUEST_SIZE // LOOK_EVERY
     assert all("products_big.csv" not in seen for seen in in_progress)
     assert all(n.endswith(".part") for seen in in_progress for n in seen if n != "products_big.csv")
+    (temp, final), = renames
+    before_rename = observations[-3]  # look(), rename, look(), then the local listing above
+    assert before_rename == {posixpath.basename(temp): BIG} and final == f"{OUTBOUND}/products_big.csv"
     assert sorted(p.name for p in outbox.iterdir()) == ["products_big.csv"]  # no temporary file left
     assert hashlib.sha256((outbox / "products_big.csv").read_bytes()).hexdigest() == sha
 
@@ -206,12 +253,15 @@ def test_a_crash_after_the_rename_converges_without_a_second_upload(make_partner
 
 
 # ---- markers -------------------------------------------------------------------------------------
-def test_done_marker_is_written_after_the_file(make_partner, sftp, outbox, engine, local):
+def test_done_marker_is_written_after_the_file(make_partner, sftp, outbox, engine, local, monkeypatch):
     partner = make_partner(marker="done")
+    seen: list[list[str]] = []
+    renames = around_renames(monkeypatch, sftp, lambda: seen.append(sorted(p.name for p in outbox.iterdir())))
     deliver(sftp, partner, engine, outgoing(partner, local("x", b"id\n1\n"), "INV-2.csv"), run_id="r")
+    assert [posixpath.basename(target) for _, target in renames] == ["INV-2.csv", "INV-2.csv.done"]
+    assert "INV-2.csv" in seen[2] and "INV-2.csv.done" not in seen[2]  # the file in place, its marker not yet
     assert sorted(p.name for p in outbox.iterdir()) == ["INV-2.csv", "INV-2.csv.done"]
     assert (outbox / "INV-2.csv.done").read_bytes() == b""
-    assert os.stat(outbox / "INV-2.csv.done").st_mtime_ns >= os.stat(outbox / "INV-2.csv").st_mtime_ns
 
 
 def test_manifest_names_the_file_and_its_sha256(make_partner, sftp, outbox, engine, local):
@@ -292,11 +342,31 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _size(path: Path) -> int:
+def _state(pid: int) -> str | None:
+    """The process's state letter (``T``: stopped), None once it is gone."""
     try:
-        return path.stat().st_size
-    except FileNotFoundError:  # renamed between the listing and the stat
-        return -1
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _until(condition, what: str, bound: float = 30.0) -> None:
+    """Wait for a condition (never for a time); the bound only says it never came."""
+    give_up = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < give_up, f"{what}: not within {bound:.0f}s"
+        time.sleep(0.001)
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and return once it is stopped (the signal alone is asynchronous)."""
+    os.kill(pid, signal.SIGSTOP)
+    _until(lambda: _state(pid) in ("T", None), f"process {pid} stopping")
+
+
+def _resume(pid: int) -> None:
+    os.kill(pid, signal.SIGCONT)
+    _until(lambda: _state(pid) != "T", f"process {pid} resuming")
 
 
 def _connect_with_server_process(server):
@@ -309,40 +379,43 @@ def _connect_with_server_process(server):
     return client, worker
 
 
+STOP_AFTER_CHUNKS = 16  # >= 9 of them answered (8 in flight at most): over 2 MiB on the server
+
+
 def test_a_server_stalled_mid_upload_ends_in_bounded_time(make_partner, sshd_server, clean_partner_folders, outbox,
-                                                         engine, big_file):
+                                                         engine, big_file, monkeypatch):
+    """The server freezes after exactly STOP_AFTER_CHUNKS chunks, frozen by the uploading thread before
+    the next one. The wait for its answer is the stall timeout (5 s), well inside the time bound."""
     partner = make_partner()
     client, worker = _connect_with_server_process(sshd_server)
-    stopped = threading.Event()
-    final_absent_when_stopped = []
+    at_stop: list[dict[str, int]] = []
 
-    def freeze_once_uploading() -> None:
-        # Waits for a condition (a temporary file with data), not for a time: then freezes the server.
-        while not stopped.is_set():
-            if any(_size(p) >= 1 << 20 for p in outbox.iterdir() if p.name.endswith(".part")):
-                os.kill(worker, signal.SIGSTOP)
-                final_absent_when_stopped.append(not (outbox / "products_big.csv").exists())
-                stopped.set()
+    def freeze_after_some_chunks(n: int) -> None:
+        if n == STOP_AFTER_CHUNKS + 1:
+            _freeze(worker)
+            at_stop.append({p.name: p.stat().st_size for p in outbox.iterdir()})
 
-    watcher = threading.Thread(target=freeze_once_uploading, daemon=True)
-    watcher.start()
+    between_chunks(monkeypatch, freeze_after_some_chunks)
     started = time.monotonic()
     try:
         with pytest.raises(TransferTimeout, match="session dropped"):
             deliver(client, partner, engine, outgoing(partner, big_file[0], "products_big.csv"), run_id="r",
-                    timeout=5.0)
+                    timeout=120.0, stall_timeout=5.0)
         elapsed = time.monotonic() - started
         transport_active = client.get_channel().get_transport().is_active()
     finally:
-        stopped.set()
-        watcher.join(10)
-        os.kill(worker, signal.SIGCONT)
+        if _state(worker) == "T":
+            _resume(worker)
         client.close()
-    assert final_absent_when_stopped == [True]  # frozen while uploading, before any rename
-    assert elapsed < 60
+    (frozen,) = at_stop  # frozen once, mid-upload
+    (temp, written), = frozen.items()  # only the temporary file, no final name yet
+    assert temp.startswith(".products_big.csv.") and temp.endswith(".part")
+    assert 1 << 20 <= written < BIG
+    assert _state(worker) != "T"  # resumed (or gone with its closed session)
+    assert elapsed < 60  # "ends at all": the stall timeout fired, not the 120 s bound
     assert not transport_active
     names = [p.name for p in outbox.iterdir()]
-    assert "products_big.csv" not in names and all(n.startswith(".products_big.csv.") for n in names)
+    assert names == [temp]  # the temporary file stays, never renamed
     assert rows(engine, partner) == []
 
 
@@ -350,14 +423,14 @@ def test_a_server_stalled_before_the_call_ends_in_bounded_time(make_partner, ssh
                                                               outbox, engine, local):
     partner = make_partner()
     client, worker = _connect_with_server_process(sshd_server)
-    os.kill(worker, signal.SIGSTOP)
+    _freeze(worker)
     try:
         with pytest.raises(TransferTimeout):
             deliver(client, partner, engine, outgoing(partner, local("x", b"x"), "INV-1.csv"), run_id="r",
                     timeout=1.0)
         transport_active = client.get_channel().get_transport().is_active()
     finally:
-        os.kill(worker, signal.SIGCONT)
+        _resume(worker)
         client.close()
     assert not transport_active
     assert list(outbox.iterdir()) == [] and rows(engine, partner) == []
