@@ -175,8 +175,9 @@ def record(target, events: Iterable[JournalEvent]) -> int:
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    for start in range(0, len(rows), RECORD_CHUNK):
-        conn.execute(insert(journal_table).values(rows[start:start + RECORD_CHUNK]))  # one multi-row INSERT
+    # executemany: SQLAlchemy sends multi-row INSERTs of RECORD_CHUNK rows from one cached statement
+    # ("insertmanyvalues"); building a literal VALUES list per call compiled 500 rows each time (~0.1 s).
+    conn.execution_options(insertmanyvalues_page_size=RECORD_CHUNK).execute(insert(journal_table), rows)
 
 
 @dataclass(frozen=True)
