@@ -15,7 +15,7 @@ import include.catalog.tables  # noqa: F401  (registers catalog_* and downstream
 import include.exchange.feedback  # noqa: F401  (registers exchange_sync_state: the events cursor)
 import include.exchange.items  # noqa: F401  (registers tg_items)
 import include.exchange.journal  # noqa: F401  (registers exchange_journal and its append-only triggers)
-import include.exchange.outbound  # noqa: F401  (registers sent_files)
+import include.exchange.sent_files  # noqa: F401  (registers sent_files)
 import include.intake.ledger  # noqa: F401  (registers intake_files)
 from include.db import create_tables, get_engine, metadata
 

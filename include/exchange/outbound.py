@@ -3,8 +3,9 @@
 :func:`deliver` checks before it touches anything: the file belongs to this partner, its name is a
 safe plain name that partner tools will not take for a temporary one, and the outbound folder (and
 every folder above it inside the partner's tree) is a real directory, not a symlink. It hashes the
-local file; the ``sent_files`` ledger then says whether these bytes already went out under this
-name (or its ``~N`` variant): if so, nothing happens (``created`` False).
+local file; the ``sent_files`` ledger (:mod:`include.exchange.sent_files`, whose public names this
+module re-exports) then says whether these bytes already went out under this name (or its ``~N``
+variant): if so, nothing happens (``created`` False).
 
 Otherwise the bytes are streamed (252 KiB writes, 8 in flight, every status checked; paramiko's own
 pipelined writes drop write errors) into ``.NAME.<token>.part`` in the same folder and renamed with
@@ -30,59 +31,30 @@ import hashlib
 import logging
 import os
 import posixpath
-import re
 import secrets
 import socket
 import stat as stat_mod
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint, insert,
-                        select, update)
-from sqlalchemy.exc import IntegrityError
-
-from include.db import metadata
-from include.exchange.journal import JournalEvent, record
+from include.exchange.sent_files import (OutboundError, OverdueSend, SentFile, find_sent, name_variant, overdue_sends,
+                                         pending_sends, record_pickups, record_sent, sent_files, set_sent_item)
 from include.intake.errors import FileChangedError, TransferError, TransferTimeout
 from include.intake.fetch import (DEFAULT_MAX_REQUESTS, DEFAULT_REQUEST_SIZE, DEFAULT_STALL_TIMEOUT, _pipelined_copy,
                                   _Responses, time_bound, tune_session)
 from include.intake.listing import list_folder
 from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX, is_temporary_name, unsafe_name_reason
 
+__all__ = ["MAX_NAME_VARIANTS", "OutboundConflict", "OutboundError", "OutboundFile", "OutboundRefused", "OverdueSend",
+           "SentFile", "deliver", "name_variant", "observe_pickups", "overdue_sends", "sent_files", "set_sent_item"]
+
 log = logging.getLogger(__name__)
 
-SENT = "sent"
-PICKED_UP = "picked_up"
 #: Highest ``~N`` tried for a taken name before giving up with :class:`OutboundConflict`.
 MAX_NAME_VARIANTS = 99
-
-sent_files = Table(
-    "sent_files",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("use_case", String(64), nullable=False),
-    Column("partner_key", String(64), nullable=False),
-    Column("remote_path", Text, nullable=False),
-    Column("file_name", String(255), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("run_id", String(250)),
-    Column("subject_key", String(255)),
-    Column("tg_item_id", String(128)),
-    Column("status", String(20), nullable=False, default=SENT),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
-    Column("picked_up_at", DateTime(timezone=True)),
-    Column("last_checked_at", DateTime(timezone=True)),
-    UniqueConstraint("partner_key", "remote_path", "sha256"),
-    Index(None, "partner_key", "status", "sent_at"),
-)
-
-
-class OutboundError(Exception):
-    """Base class of outbound delivery errors. Messages name paths and reasons, never credentials."""
 
 
 class OutboundRefused(OutboundError):
@@ -108,52 +80,6 @@ class OutboundFile:
     subject_key: str | None = None
 
 
-@dataclass(frozen=True)
-class SentFile:
-    """A row of ``sent_files``. ``created``: this call recorded it (False: it was there already)."""
-
-    id: int
-    use_case: str
-    partner_key: str
-    remote_path: str
-    file_name: str
-    sha256: str
-    size: int
-    run_id: str | None
-    subject_key: str | None
-    tg_item_id: str | None
-    status: str
-    sent_at: datetime
-    picked_up_at: datetime | None
-    created: bool = False
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        for key in ("sent_at", "picked_up_at"):
-            data[key] = data[key].isoformat() if data[key] else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SentFile:
-        values = dict(data)
-        for key in ("sent_at", "picked_up_at"):
-            values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class OverdueSend:
-    """A send the partner has not picked up within its ``pickup_alert_hours``."""
-
-    sent: SentFile
-    alert_hours: int
-
-    @property
-    def message(self) -> str:
-        return (f"{self.sent.remote_path} (sent {self.sent.sent_at:%Y-%m-%d %H:%M} UTC) "
-                f"not picked up after {self.alert_hours} hours")
-
-
 # ---- the delivery ---------------------------------------------------------------------------------
 def deliver(sftp: Any, partner: Any, engine: Any, file: OutboundFile, *, run_id: str, on_conflict: str = "rename",
             timeout: float | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> SentFile:
@@ -172,7 +98,7 @@ def deliver(sftp: Any, partner: Any, engine: Any, file: OutboundFile, *, run_id:
     folder = partner.folders.outbound
     size = _check_request(partner, file)
     sha = _local_sha256(file.local_path)
-    known = _find_sent(engine, partner.key, folder, file.file_name, sha)
+    known = find_sent(engine, partner.key, folder, file.file_name, sha)
     if known is not None:
         log.info("outbound %s: %s already sent as %s (sha256 %s): nothing to do", partner.key, file.file_name,
                  known.remote_path, sha[:12])
@@ -194,7 +120,8 @@ def deliver(sftp: Any, partner: Any, engine: Any, file: OutboundFile, *, run_id:
         raise TransferError(f"delivery of {file.file_name} to {folder} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         session.restore()
-    sent = _record_sent(engine, file, posixpath.join(folder, name), name, sha, size, run_id)
+    sent = record_sent(engine, use_case=file.use_case, partner_key=partner.key, subject_key=file.subject_key,
+                       remote_path=posixpath.join(folder, name), sha=sha, size=size, run_id=run_id)
     log.info("outbound %s: %s delivered as %s (%d bytes, sha256 %s)", partner.key, file.file_name,
              sent.remote_path, size, sha[:12])
     return sent
@@ -283,19 +210,6 @@ def _check_folder(session: _Session, partner: Any) -> None:
             raise OutboundRefused(f"outbound folder {folder}: {path} is a symbolic link")
         if not stat_mod.S_ISDIR(attrs.st_mode or 0):
             raise OutboundRefused(f"outbound folder {folder}: {path} is not a directory")
-
-
-def name_variant(file_name: str, n: int) -> str:
-    """``NAME.ext`` for n == 1, else ``NAME~n.ext``."""
-    if n == 1:
-        return file_name
-    stem, ext = posixpath.splitext(file_name)
-    return f"{stem}~{n}{ext}"
-
-
-def _is_variant(name: str, file_name: str) -> bool:
-    stem, ext = posixpath.splitext(file_name)
-    return name == file_name or re.fullmatch(re.escape(stem) + r"~[1-9][0-9]*" + re.escape(ext), name) is not None
 
 
 def _marker_name(name: str, marker: str) -> str | None:
@@ -461,78 +375,7 @@ def _write_marker(session: _Session, folder: str, name: str, sha: str, marker: s
     session.arm().rename(temp, target)
 
 
-# ---- the sent-files ledger ------------------------------------------------------------------------
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes for timezone-aware columns: they were stored as UTC."""
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
-
-
-def _sent_from_row(row: Any, created: bool = False) -> SentFile:
-    m = row._mapping
-    return SentFile(id=m["id"], use_case=m["use_case"], partner_key=m["partner_key"], remote_path=m["remote_path"],
-                    file_name=m["file_name"], sha256=m["sha256"], size=m["size"], run_id=m["run_id"],
-                    subject_key=m["subject_key"], tg_item_id=m["tg_item_id"], status=m["status"],
-                    sent_at=_aware(m["sent_at"]), picked_up_at=_aware(m["picked_up_at"]), created=created)
-
-
-def _find_sent(engine: Any, partner_key: str, folder: str, file_name: str, sha: str) -> SentFile | None:
-    """These bytes as already sent under ``file_name`` or one of its ``~N`` variants in ``folder``."""
-    query = select(sent_files).where(sent_files.c.partner_key == partner_key, sent_files.c.sha256 == sha)
-    with engine.connect() as conn:
-        for row in conn.execute(query.order_by(sent_files.c.id)):
-            if posixpath.dirname(row.remote_path) == folder and _is_variant(row.file_name, file_name):
-                return _sent_from_row(row)
-    return None
-
-
-def _journal(conn: Any, events: list[dict]) -> None:
-    """The one call site of the exchange journal: the lines commit with the ledger change."""
-    record(conn, [JournalEvent(**event) for event in events])
-
-
-def _record_sent(engine: Any, file: OutboundFile, remote_path: str, name: str, sha: str, size: int,
-                 run_id: str) -> SentFile:
-    """Insert the row (and its ``sent`` journal line) unless an overlapping run did it first."""
-    key = (sent_files.c.partner_key == file.partner_key, sent_files.c.remote_path == remote_path,
-           sent_files.c.sha256 == sha)
-    values = dict(use_case=file.use_case, partner_key=file.partner_key, remote_path=remote_path, file_name=name,
-                  sha256=sha, size=size, run_id=run_id, subject_key=file.subject_key, status=SENT,
-                  sent_at=datetime.now(timezone.utc))
-    created = True
-    try:
-        with engine.begin() as conn:
-            conn.execute(insert(sent_files).values(**values))
-            _journal(conn, [dict(event="sent", use_case=file.use_case, partner_key=file.partner_key, file_name=name,
-                                 sha256=sha, remote_path=remote_path, subject_key=file.subject_key, run_id=run_id,
-                                 detail=f"{size} bytes")])
-    except IntegrityError:
-        created = False  # recorded meanwhile by an overlapping run: its row stands
-    with engine.connect() as conn:
-        row = conn.execute(select(sent_files).where(*key)).first()
-    if row is None:
-        raise OutboundError(f"{remote_path} was delivered but could not be recorded")
-    return _sent_from_row(row, created=created)
-
-
-def set_sent_item(engine: Any, sent_id: int, tg_item_id: str) -> None:
-    """Link the TG item that announced send ``sent_id``; the same item again is a no-op."""
-    with engine.begin() as conn:
-        row = conn.execute(select(sent_files.c.tg_item_id).where(sent_files.c.id == sent_id)).first()
-        if row is None:
-            raise KeyError(f"no sent file with id {sent_id}")
-        if row.tg_item_id not in (None, tg_item_id):
-            raise OutboundError(f"sent file {sent_id} is already linked to TG item {row.tg_item_id}")
-        conn.execute(update(sent_files).where(sent_files.c.id == sent_id).values(tg_item_id=tg_item_id))
-
-
-def _pending(engine: Any, partner: Any, *extra) -> list[SentFile]:
-    query = select(sent_files).where(sent_files.c.partner_key == partner.key, sent_files.c.status == SENT, *extra)
-    with engine.connect() as conn:
-        rows = conn.execute(query.order_by(sent_files.c.sent_at, sent_files.c.id)).all()
-    return [_sent_from_row(row) for row in rows
-            if posixpath.dirname(row.remote_path) == partner.folders.outbound]
-
-
+# ---- pickup ----------------------------------------------------------------------------------------
 def observe_pickups(sftp: Any, partner: Any, engine: Any, *, now: datetime | None = None) -> list[SentFile]:
     """Mark sends no longer in the outbound folder as picked up (one listing); returns those newly marked.
 
@@ -542,33 +385,11 @@ def observe_pickups(sftp: Any, partner: Any, engine: Any, *, now: datetime | Non
     if partner.delivery.pickup != "removes":
         return []
     now = now or datetime.now(timezone.utc)
-    pending = _pending(engine, partner)
+    pending = pending_sends(engine, partner)
     if not pending:
         return []
     present = {entry.name for entry in list_folder(sftp, partner.folders.outbound) if entry.is_file}
-    gone = [sent for sent in pending if sent.file_name not in present]
-    with engine.begin() as conn:
-        conn.execute(update(sent_files).where(sent_files.c.id.in_([s.id for s in pending]))
-                     .values(last_checked_at=now))
-        if gone:  # only the rows this call changed (not an overlapping run's) get a journal line
-            marked = set(conn.execute(update(sent_files).where(sent_files.c.id.in_([s.id for s in gone]),
-                                                               sent_files.c.status == SENT)
-                                      .values(status=PICKED_UP, picked_up_at=now)
-                                      .returning(sent_files.c.id)).scalars())
-            gone = [s for s in gone if s.id in marked]
-            _journal(conn, [dict(event="picked_up", use_case=s.use_case, partner_key=s.partner_key,
-                                 file_name=s.file_name, sha256=s.sha256, remote_path=s.remote_path,
-                                 item_id=s.tg_item_id, subject_key=s.subject_key, actor=partner.key,
-                                 detail="no longer in the outbound folder", at=now) for s in gone])
-    for sent in gone:
+    picked = record_pickups(engine, partner, pending, [s for s in pending if s.file_name not in present], now=now)
+    for sent in picked:
         log.info("outbound %s: %s picked up", partner.key, sent.remote_path)
-    return [SentFile(**{**asdict(s), "status": PICKED_UP, "picked_up_at": now}) for s in gone]
-
-
-def overdue_sends(engine: Any, partner: Any, *, now: datetime | None = None) -> list[OverdueSend]:
-    """Sends still waiting after the partner's ``delivery.pickup_alert_hours`` (none for "keeps")."""
-    if partner.delivery.pickup != "removes":
-        return []
-    hours = partner.delivery.pickup_alert_hours
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(hours=hours)
-    return [OverdueSend(sent, hours) for sent in _pending(engine, partner, sent_files.c.sent_at <= cutoff)]
+    return picked
