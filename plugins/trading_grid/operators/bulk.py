@@ -209,6 +209,10 @@ def post_items(
                 errors.append(f"{label}: create: {type(outcome).__name__}: {outcome}")
                 continue
             item, was_created = outcome
+            if not (post.attachments or post.comments or post.transition or post.actions):
+                # Nothing more to do on it (most notifications): no thread hop per item.
+                posted[index] = PostedItem.from_item(item, created=was_created, url=hook.item_url(str(item["id"])))
+                continue
             finishing.append((index, lambda p=post, i=item, c=was_created, l=label: _finish_post(hook, p, i, c, l, workdir)))
         done = _in_pool(max_concurrency, [call for _, call in finishing])
         for (index, _), (item_result, followed, slot_errors) in zip(finishing, done):
