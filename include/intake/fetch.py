@@ -405,7 +405,7 @@ def _sequential_copy(sftp: Any, remote_path: str, out, digest, deadline: float, 
         except _Cut:
             raise  # not closed: the session is dropped
         except Exception:
-            remote.close()
+            _guarded(remote.close)  # a session failure here replaces the error: the session goes
             raise
         _guarded(remote.close)
     return received[0]
@@ -465,6 +465,12 @@ def fetch_to_file(
     except OSError as exc:  # an SFTP status of the server, or the local disk
         partial.unlink(missing_ok=True)
         raise TransferError(f"fetch of {remote_path} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # a session failure that escaped the guards: the session goes
+        partial.unlink(missing_ok=True)
+        if not _is_session_failure(exc):
+            raise
+        drop_session(sftp)
+        raise _cut_error(exc, f"fetch of {remote_path}", deadline, stall_timeout) from exc
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
