@@ -96,7 +96,7 @@ def build_catalog_sync(dag_id: str, cron: str):
                 return runtime.plan_posts(partner_key, received)
 
             @task
-            def record_posts(partner_key: str, plan: dict, posted: list[dict]) -> list[dict]:
+            def record_posts(partner_key: str, plan: dict, posted: list[dict]) -> dict:
                 from include.catalog import runtime
 
                 return runtime.record_posts(partner_key, plan, posted)
@@ -106,8 +106,10 @@ def build_catalog_sync(dag_id: str, cron: str):
             return record_posts(partner_key=partner_key, plan=plan, posted=post_items.output)
 
         @task
-        def versions_to_confirm(posted: list[list[dict]]) -> list[dict]:
-            return [version for per_partner in posted for version in per_partner]
+        def versions_to_confirm(recorded) -> list[dict]:
+            from include.catalog import runtime
+
+            return runtime.versions_to_confirm(recorded)
 
         @task_group
         def confirm_and_load(version: dict):
@@ -130,8 +132,8 @@ def build_catalog_sync(dag_id: str, cron: str):
             return runtime.print_history(partner_keys)
 
         keys = partners_due()
-        waits = sync_partner.expand(partner_key=keys)
-        confirm_and_load.expand(version=versions_to_confirm(waits)) >> audit_trail(keys)
+        recorded = sync_partner.expand(partner_key=keys)
+        confirm_and_load.expand(version=versions_to_confirm(recorded)) >> audit_trail(keys)
 
     return catalog_sync()
 

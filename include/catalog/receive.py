@@ -105,8 +105,8 @@ def receive(run: InboundRun, interval: tuple[datetime, datetime], *, chunksize: 
     if errors:
         raise CatalogFetchFailed(f"{run.partner.key}: {len(errors)} catalog file(s) not fetched: "
                                  + "; ".join(f"entry {entry_id}: {error}" for entry_id, error in errors.items()))
-    announced = run.ledger.get_many(run.ledger.claimed_unannounced(view.key, run.ctx.claim_token)).values()
-    cases, case_items = case_posts(run, [e for e in announced if e.status == "quarantined"])
+    unannounced = run.ledger.get_many(run.ledger.claimed_unannounced(view.key, run.ctx.claim_token)).values()
+    cases, case_items = case_posts(run, [e for e in unannounced if e.status == "quarantined"])
     return Received(run.partner.key, store.interval_versions(run.engine, run.partner.key, *interval), cases, case_items)
 
 

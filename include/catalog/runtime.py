@@ -69,12 +69,22 @@ def plan_posts(partner_key: str, received: dict[str, Any]) -> dict[str, Any]:
     return plan(open_run(partner_key, run_context()), Received.from_dict(received)).to_dict()
 
 
-def record_posts(partner_key: str, plan: dict[str, Any], posted: list[dict] | None) -> list[dict]:
+def record_posts(partner_key: str, plan: dict[str, Any], posted: list[dict] | None) -> dict[str, Any]:
+    """``{"partner_key", "waits"}``: a dict, so the per-partner results stay recognisable (below)."""
     from include.catalog.publish import CatalogPlan
     from include.catalog.publish import record_posts as record
     from include.exchange.run import open_run
 
-    return record(open_run(partner_key, run_context()), CatalogPlan.from_dict(plan), posted or [])
+    waits = record(open_run(partner_key, run_context()), CatalogPlan.from_dict(plan), posted or [])
+    return {"partner_key": partner_key, "waits": waits}
+
+
+def versions_to_confirm(recorded: dict[str, Any] | list[dict[str, Any]]) -> list[dict]:
+    """Every partner's waits, for the per-version mapping. Pulled from outside the mapped group,
+    Airflow 3.3 hands one map instance's value unwrapped (``xcom_pull``: a single XCom is returned as
+    it is), several as a list: both shapes are accepted."""
+    per_partner = [recorded] if isinstance(recorded, dict) else list(recorded or [])
+    return [wait for result in per_partner for wait in result["waits"]]
 
 
 def load(version: dict[str, Any]) -> dict[str, Any]:

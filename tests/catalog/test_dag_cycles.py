@@ -182,7 +182,7 @@ def test_1_clean_cycle_and_a_rerun_without_duplicates(airflow_env, sshd_server, 
     # The rerun finds the interval's version again, sees it loaded: nothing to post, wait for or load.
     received = rerun["xcoms"]["sync_partner.receive[0]"]
     assert {k: received[k] for k in ("partner_key", "version_ids")} == {"partner_key": "acme", "version_ids": [history[0]["id"]]}
-    assert rerun["xcoms"]["sync_partner.record_posts[0]"] == [] and rerun["xcoms"]["versions_to_confirm[-1]"] == []
+    assert rerun["xcoms"]["sync_partner.record_posts[0]"]["waits"] == [] and rerun["xcoms"]["versions_to_confirm[-1]"] == []
     assert rerun["xcoms"]["sync_partner.post_items[0]"] == []  # nothing to post
     assert rerun["tasks"].get("confirm_and_load.load[-1]", "skipped").endswith("skipped"), rerun["tasks"]
     assert len(items_for(tg_sandbox, "price_list_2026-11-21.csv")) == 1

@@ -56,3 +56,13 @@ def test_every_post_goes_through_the_bulk_post_operator(dags):
     assert dag.get_task("sync_partner.plan_posts").task_id in dag.get_task("sync_partner.post_items").upstream_task_ids
     assert "sync_partner.post_items" in dag.get_task("sync_partner.record_posts").upstream_task_ids
     assert "sync_partner.receive" in dag.get_task("sync_partner.plan_posts").upstream_task_ids
+
+
+def test_versions_to_confirm_takes_one_partner_unwrapped_or_several_as_a_list():
+    """Airflow 3.3 hands a mapped group's single instance value unwrapped to a task outside it."""
+    from include.catalog.runtime import versions_to_confirm
+
+    a, b, c = ({"version_id": n, "item_id": f"itm_{n}", "deadline_hours": 48} for n in range(3))
+    assert versions_to_confirm({"partner_key": "acme", "waits": [a, b]}) == [a, b]
+    assert versions_to_confirm([{"partner_key": "acme", "waits": [a]}, {"partner_key": "initech", "waits": [b, c]}]) == [a, b, c]
+    assert versions_to_confirm([]) == []
