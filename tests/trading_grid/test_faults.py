@@ -50,23 +50,27 @@ def test_retry_after_is_honoured_by_every_thread(tg):
         h._get_token()
         tg.set_faults(rate_limit_rate=1.0, retry_after_seconds=1)
         sent_at: list[float] = []
+        answered_429: list[float] = []
         # Every request of the hook, whichever path sends it, goes through the session's urllib3 pool.
         pool = h.get_conn().get_adapter(tg.base_url).poolmanager.connection_from_url(tg.base_url)
         original = pool.urlopen
 
         def recording(*args, **kwargs):
             sent_at.append(time.monotonic())
-            return original(*args, **kwargs)
+            response = original(*args, **kwargs)
+            if response.status == 429:
+                answered_429.append(time.monotonic())
+            return response
 
         pool.urlopen = recording  # observe the real requests; the HTTP stays real
         threading.Timer(0.3, tg.clear_faults).start()
         results = h.create_items([make_payload() for _ in range(4)], max_concurrency=4)
     assert all(created for _, created in results)
-    first_429 = min(sent_at)
-    # After the first 429 (sent in the first ~0.3 s), nothing else goes out until Retry-After passed.
-    later = sorted(t - first_429 for t in sent_at)
-    burst = [t for t in later if t < 0.3]
-    assert all(t >= 1.0 for t in later[len(burst):]), later
+    # Once the first 429 is in, nothing else goes out until its Retry-After (1 s) passed; requests
+    # already on the wire when it arrived are not the gate's to stop. (Ordering, not a time window.)
+    first_429 = min(answered_429)
+    sent_after = sorted(t - first_429 for t in sent_at if t > first_429)
+    assert sent_after and all(t >= 1.0 - 0.01 for t in sent_after), sent_after
 
 
 def test_1000_creates_with_30_percent_faults_give_exactly_1000_items(tg):
