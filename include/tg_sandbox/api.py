@@ -17,11 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .auth import Principal, TokenService
+from .cursors import CURSOR_MAX_CHARS
 from .schemas import (
     AcknowledgementRequest, Attachment, AttachmentList, Category, CommentCreate, Comment, CommentList, ErrorBody,
     EventPage, Item, ItemCreate, ItemPage, ItemPatch, ItemType, Rfc3339, Status, Token, TransitionRequest,
 )
 from .service import ApiError, Store, etag, safe_content_type, safe_filename
+from .throttle import LoginThrottle, Throttled
 
 _DESCRIPTIONS = {
     400: "Invalid request: a missing or malformed field, header, parameter or cursor (error.code validation_error, invalid_cursor, ...)",
@@ -30,10 +32,11 @@ _DESCRIPTIONS = {
     404: "No such community, item or attachment visible to this client (another partner's item is a 404)",
     409: "Conflict: external_ref taken by another Idempotency-Key (error.item_id is the existing item) or an illegal status move",
     412: "If-Match does not match the item's current version",
-    413: "The attachment is larger than the sandbox's limit",
-    422: "Semantically refused: Idempotency-Key reused with another body (error.item_id), or sha256 mismatch",
+    413: "Too large: the request body, an attachment, or metadata over 64 KiB as JSON (error.code payload_too_large)",
+    422: "Semantically refused: Idempotency-Key reused with another body (error.item_id), sha256 mismatch, "
+         "or metadata nested deeper than 32 levels (metadata_too_deep)",
     428: "If-Match header missing",
-    429: "Rate limited (fault injection); see Retry-After",
+    429: "Rate limited (fault injection), or too many failed sign-ins for this client id or address; see Retry-After",
     503: "Server error (fault injection); nothing was done, retry with backoff",
 }
 # Every contract route: 400 (at least for a NUL in the URL, refused by the middleware), 429 and 503
@@ -71,7 +74,7 @@ def _parse_if_match(value: str | None) -> int | None:
         return -1  # never matches: answered 412
 
 
-def build_router(store: Store, tokens: TokenService) -> APIRouter:
+def build_router(store: Store, tokens: TokenService, throttle: LoginThrottle) -> APIRouter:
     router = APIRouter()
     bearer = HTTPBearer(auto_error=False, description="access_token from POST /tenants/{tenant_id}/oauth2/token")
 
@@ -88,8 +91,9 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
 
     # -- auth ---------------------------------------------------------------------------------------
     @router.post("/tenants/{tenant_id}/oauth2/token", response_model=Token, tags=["auth"],
-                 summary="OAuth2 client credentials token", responses=_responses(400, 401, 404))
+                 summary="OAuth2 client credentials token", responses=_responses(400, 401, 404, 413))
     async def issue_token(
+        request: Request,
         tenant_id: str,
         grant_type: Annotated[str, Form(description="client_credentials")],
         client_id: Annotated[str, Form()],
@@ -99,7 +103,12 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
             raise ApiError(404, "not_found", "tenant not found")
         if grant_type != "client_credentials":
             raise ApiError(400, "unsupported_grant_type", "only grant_type=client_credentials is supported")
-        client = tokens.authenticate_client(client_id, client_secret)
+        address = request.client.host if request.client else None
+        try:
+            client = throttle.attempt(client_id, address, lambda: tokens.authenticate_client(client_id, client_secret))
+        except Throttled as exc:
+            raise ApiError(429, "rate_limited", "too many failed sign-ins for this client id or address",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
         if client is None:
             raise ApiError(401, "invalid_client", "unknown client or wrong secret")
         token, ttl = tokens.issue(client)
@@ -114,7 +123,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
                  responses={200: {"model": Item, "description": "Replay: same Idempotency-Key and body, the existing item",
                                   "headers": _etag_header()},
                             201: {"headers": _etag_header(), "description": "Created"},
-                            **_responses(400, 401, 403, 404, 409, 422)})
+                            **_responses(400, 401, 403, 404, 409, 413, 422)})
     async def create_item(
         community_id: CommunityId,
         body: ItemCreate,
@@ -137,7 +146,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         external_ref: str | None = None,
         updated_since: Annotated[Rfc3339 | None, Query(description="items updated at or after")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_CHARS)] = None,
     ):
         store.check_community(community_id)
         found, next_cursor = store.list_items(who, partner_id=partner_id, status=status, category=category,
@@ -153,7 +162,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
 
     @router.patch(item_path, response_model=Item, tags=["items"], summary="Change title, body, severity, due_at; merge metadata",
                   responses={200: {"headers": _etag_header(), "description": "The changed item"},
-                             **_responses(400, 401, 403, 404, 412, 428)})
+                             **_responses(400, 401, 403, 404, 412, 413, 422, 428)})
     async def patch_item(
         community_id: CommunityId,
         item_id: ItemId,
@@ -166,21 +175,21 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         return _item_response(store.patch_item(who, item_id, expected, body.model_dump(mode="json", exclude_unset=True)))
 
     @router.post(item_path + "/transitions", response_model=Item, tags=["items"], summary="Move an item to another status",
-                 responses={200: {"headers": _etag_header(), "description": "The moved item"}, **_responses(400, 401, 404, 409)})
+                 responses={200: {"headers": _etag_header(), "description": "The moved item"}, **_responses(400, 401, 404, 409, 413)})
     async def transition_item(community_id: CommunityId, item_id: ItemId, body: TransitionRequest, who: Who):
         store.check_community(community_id)
         return _item_response(store.transition(who, item_id, body.to, body.comment))
 
     @router.post(item_path + "/acknowledgements", response_model=Item, tags=["items"], summary="Acknowledge an item",
                  responses={200: {"headers": _etag_header(), "description": "The acknowledged item"},
-                            **_responses(400, 401, 404, 409)})
+                            **_responses(400, 401, 404, 409, 413)})
     async def acknowledge_item(community_id: CommunityId, item_id: ItemId, who: Who, body: AcknowledgementRequest | None = None):
         store.check_community(community_id)
         return _item_response(store.acknowledge(who, item_id, body.note if body else None))
 
     # -- comments -----------------------------------------------------------------------------------
     @router.post(item_path + "/comments", response_model=Comment, status_code=201, tags=["comments"],
-                 summary="Comment on an item", responses=_responses(400, 401, 403, 404))
+                 summary="Comment on an item", responses=_responses(400, 401, 403, 404, 413))
     async def add_comment(community_id: CommunityId, item_id: ItemId, body: CommentCreate, who: Who):
         store.check_community(community_id)
         return JSONResponse(store.add_comment(who, item_id, body.body, body.visibility), status_code=201)
@@ -245,7 +254,7 @@ def build_router(store: Store, tokens: TokenService) -> APIRouter:
         who: Who,
         item_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        cursor: Annotated[str | None, Query(max_length=500)] = None,
+        cursor: Annotated[str | None, Query(max_length=CURSOR_MAX_CHARS)] = None,
     ):
         store.check_community(community_id)
         found, next_cursor, resume_cursor = store.list_events(who, item_id=item_id, limit=limit, cursor=cursor)

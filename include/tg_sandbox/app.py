@@ -15,9 +15,11 @@ from .api import build_router
 from .auth import TokenService
 from .db import make_engine
 from .faults import FaultState, SandboxMiddleware
-from .schemas import Faults, Health
+from .limits import BodyLimitMiddleware
+from .schemas import LIMIT_ERRORS, Faults, Health
 from .seed import Seed
 from .service import ApiError, Store
+from .throttle import LoginThrottle
 
 log = logging.getLogger("tg_sandbox")
 
@@ -39,12 +41,13 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI:
+def create_app(seed: Seed, db_url: str, faults: Faults | None = None, throttle: LoginThrottle | None = None) -> FastAPI:
     engine = make_engine(db_url)
     store = Store(engine, seed)
     store.ensure_seeded()
     tokens = TokenService(seed)
     fault_state = FaultState(faults)
+    throttle = throttle or LoginThrottle()
 
     app = FastAPI(
         title="Trading Grid sandbox",
@@ -56,6 +59,7 @@ def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI
     app.state.store = store
     app.state.tokens = tokens
     app.state.faults = fault_state
+    app.state.throttle = throttle
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -63,6 +67,11 @@ def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
+        kinds = {e.get("type") for e in exc.errors()}
+        if kinds and kinds <= LIMIT_ERRORS.keys():
+            # Only a limit was broken (metadata size or depth): a well-formed request refused, not a malformed one.
+            status, code = max(LIMIT_ERRORS[kind] for kind in kinds)
+            return _error(request, status, code, _describe_validation(exc))
         return _error(request, 400, "validation_error", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -96,11 +105,11 @@ def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI
         log.info("faults set: %s", body.model_dump())
         return fault_state.faults
 
-    app.include_router(build_router(store, tokens))
+    app.include_router(build_router(store, tokens, throttle))
 
     from .portal import build_portal
 
-    build_portal(app, store, tokens)
+    build_portal(app, store, tokens, throttle)
 
     def openapi():
         if app.openapi_schema is None:
@@ -118,5 +127,6 @@ def create_app(seed: Seed, db_url: str, faults: Faults | None = None) -> FastAPI
         return app.openapi_schema
 
     app.openapi = openapi
-    app.add_middleware(SandboxMiddleware, state=fault_state)
+    app.add_middleware(BodyLimitMiddleware, attachment_max_bytes=seed.attachment_max_bytes)
+    app.add_middleware(SandboxMiddleware, state=fault_state)  # outermost: request ids for every answer
     return app

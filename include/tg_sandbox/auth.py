@@ -1,6 +1,9 @@
 """OAuth2 client-credentials tokens: HMAC-signed, so they survive a restart with the same seed.
 
-A token is ``tg1.<payload>.<signature>`` (base64url); the payload names the client and the expiry.
+A token is ``tg1.<payload>.<signature>`` (unpadded base64url); the payload names the client and the
+expiry. Verification is strict: the signature must be exactly the text this server would write for
+the payload (compared in constant time), so padding, trailing junk, characters outside the alphabet
+or a non-canonical last character are refused; the payload must decode canonically too.
 Validation is a dictionary hit for tokens seen before, an HMAC otherwise.
 """
 from __future__ import annotations
@@ -34,7 +37,17 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: only the alphabet, and only the one canonical spelling of the bytes."""
+    if not text.isascii() or "=" in text:
+        raise ValueError("not unpadded base64url")
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def _sign(key: bytes, body: str) -> str:
+    return _b64(hmac.new(key, f"tg1.{body}".encode(), hashlib.sha256).digest())
 
 
 class TokenService:
@@ -46,9 +59,10 @@ class TokenService:
 
     def authenticate_client(self, client_id: str, client_secret: str) -> Client | None:
         client = self.seed.clients.get(client_id)
-        if client is None or not hmac.compare_digest(client.client_secret.encode(), client_secret.encode()):
-            return None
-        return client
+        # An unknown id still pays one comparison, so timing does not tell which ids exist.
+        expected = client.client_secret if client is not None else "\x00" * max(len(client_secret), 1)
+        matches = hmac.compare_digest(expected.encode(), client_secret.encode("utf-8", "surrogatepass"))
+        return client if client is not None and matches else None
 
     def issue(self, client: Client, ttl: int | None = None, audience: str = "api") -> tuple[str, int]:
         """A signed token for ``client``; ``audience`` keeps portal session cookies and API tokens apart."""
@@ -58,8 +72,7 @@ class TokenService:
             separators=(",", ":"),
         ).encode()
         body = _b64(payload)
-        sig = _b64(hmac.new(self.seed.token_signing_key, f"tg1.{body}".encode(), hashlib.sha256).digest())
-        return f"tg1.{body}.{sig}", ttl
+        return f"tg1.{body}.{_sign(self.seed.token_signing_key, body)}", ttl
 
     def verify(self, token: str, audience: str = "api") -> Principal | None:
         """The principal for a valid, unexpired token of ``audience``; None otherwise."""
@@ -73,10 +86,9 @@ class TokenService:
             return None
         try:
             prefix, body, sig = token.split(".")
-            if prefix != "tg1":
+            if prefix != "tg1" or not sig.isascii():
                 return None
-            expected = hmac.new(self.seed.token_signing_key, f"tg1.{body}".encode(), hashlib.sha256).digest()
-            if not hmac.compare_digest(expected, _unb64(sig)):
+            if not hmac.compare_digest(_sign(self.seed.token_signing_key, body).encode(), sig.encode()):
                 return None
             payload = json.loads(_unb64(body))
             client = self.seed.clients.get(payload["c"])

@@ -24,8 +24,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
+    inspect,
+    select,
+    text,
+    update,
 )
 
 metadata = MetaData()
@@ -108,8 +113,21 @@ events = Table(
     Column("data_json", Text, nullable=False),
     # Events about internal comments: never shown to partner clients.
     Column("internal", Boolean, nullable=False, default=False),
+    # The event's number in its partner's own feed (1, 2, 3, ... over the partner-visible events;
+    # NULL for internal ones): what partner clients see as the id, so gaps in it never count other
+    # partners' activity or internal comments. Enterprise clients see the global id.
+    Column("partner_seq", Integer),
     Index("ix_tg_events_feed", "community_id", "id"),
     Index("ix_tg_events_partner_feed", "community_id", "partner_id", "id"),
+    Index("ux_tg_events_partner_seq", "community_id", "partner_id", "partner_seq", unique=True),
+)
+
+portal_revocations = Table(
+    "tg_portal_revocations",
+    metadata,
+    # sha256 of a signed-out portal session cookie; kept until the cookie would have expired anyway.
+    Column("session_hash", String(64), primary_key=True),
+    Column("expires_us", BigInteger, nullable=False, index=True),
 )
 
 
@@ -166,3 +184,23 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn:
         with conn.begin():
             yield conn
+
+
+def add_partner_sequence(conn: Connection) -> None:
+    """A database written before ``tg_events.partner_seq`` existed: add the column, number the existing
+    partner-visible events per partner in id order, then create its unique index. Idempotent."""
+    if "partner_seq" in {c["name"] for c in inspect(conn).get_columns(events.name)}:
+        return
+    conn.execute(text(f"ALTER TABLE {events.name} ADD COLUMN partner_seq INTEGER"))
+    counters: dict[tuple[str, str], int] = {}
+    numbered = []
+    rows = conn.execute(select(events.c.id, events.c.community_id, events.c.partner_id)
+                        .where(events.c.internal.is_(False)).order_by(events.c.id))
+    for row in rows:
+        key = (row.community_id, row.partner_id)
+        counters[key] = counters.get(key, 0) + 1
+        numbered.append({"event_id": row.id, "seq": counters[key]})
+    if numbered:
+        conn.execute(update(events).where(events.c.id == bindparam("event_id")).values(partner_seq=bindparam("seq")),
+                     numbered)
+    next(ix for ix in events.indexes if ix.name == "ux_tg_events_partner_seq").create(conn)

@@ -2,8 +2,12 @@
 that partner's items (read, acknowledge, comment, move status, attach a file).
 
 Server-rendered (Jinja2). The session is a signed, expiring cookie (audience "portal", so it is never
-accepted as an API bearer token); every form carries a CSRF token derived from it. Actions go through
-the same :class:`service.Store` calls as the API, so rules, versions and events are identical.
+accepted as an API bearer token) that signing out revokes; every form carries a CSRF token derived
+from it, the sign-in form a login CSRF token (sessions.py). Failed sign-ins share the token
+endpoint's throttle (429 + Retry-After). Item bodies are rendered as sanitised markdown
+(rich_text.py) and every page carries a Content-Security-Policy that allows no script at all.
+Actions go through the same :class:`service.Store` calls as the API, so rules, versions and events
+are identical.
 
 The list filters by status and by run: ``/portal/?dag_id=&run_id=`` lists the partner's items whose
 metadata names that Airflow run (the target of the bulk post operator's "Trading Grid items" link);
@@ -11,8 +15,6 @@ signing in from such a page lands back on it.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import deque
 from pathlib import Path
 from typing import Annotated
@@ -23,12 +25,20 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from .auth import Principal, TokenService
+from .rich_text import render_markdown
 from .service import TRANSITIONS, ApiError, Store, safe_content_type, safe_filename
+from .sessions import LOGIN_COOKIE, SESSION_COOKIE, PortalSessions, from_this_origin
+from .throttle import LoginThrottle, Throttled
 
-COOKIE = "tg_portal"
 LIST_PAGE_MAX = 200  # items listed, newest first
 RUN_PAGE_MAX = 1000  # items listed for one run
-SESSION_SECONDS = 8 * 3600
+# No script, no plugin, no foreign images or form targets: even markup that slipped through could not act.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 ACTION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work", "disputed": "Dispute",
                  "resolved": "Resolve", "closed": "Close", "open": "Reopen"}
 NOTICES = {
@@ -40,6 +50,8 @@ NOTICES = {
     "not_partner": "This page is for partner clients; enterprise clients use the API.",
     "expired": "Your session has ended; please sign in again.",
     "csrf": "The form was stale; please try again.",
+    "login_csrf": "The sign-in form was stale or came from another site; please sign in here.",
+    "throttled": "Too many failed sign-ins; please wait a little and try again.",
     "illegal_transition": "That status change is not allowed from the item's current status.",
     "payload_too_large": "The file is larger than the sandbox accepts.",
     "sha256_mismatch": "The file does not match the given SHA-256.",
@@ -48,28 +60,37 @@ NOTICES = {
 }
 
 
-def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
+def build_portal(app: FastAPI, store: Store, tokens: TokenService, throttle: LoginThrottle) -> None:
     templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
     # "2026-11-25T23:32:44.678526Z" -> "2026-11-25 23:32 UTC": people read minutes, not microseconds.
     templates.env.filters["when"] = lambda iso: f"{iso[:10]} {iso[11:16]} UTC" if iso else ""
+    templates.env.filters["markdown"] = render_markdown
+    sessions = PortalSessions(store, tokens)
 
     def session(request: Request) -> tuple[Principal, str] | None:
-        cookie = request.cookies.get(COOKIE)
-        who = tokens.verify(cookie, audience="portal") if cookie else None
-        return (who, cookie) if who is not None and who.is_partner else None
+        cookie = request.cookies.get(SESSION_COOKIE)
+        who = sessions.current(cookie)
+        return (who, cookie) if who is not None else None
 
-    def csrf_token(cookie: str) -> str:
-        return hmac.new(store.seed.token_signing_key, f"csrf:{cookie}".encode(), hashlib.sha256).hexdigest()[:32]
+    csrf_token = sessions.form_token
 
     def redirect(url: str, notice: str | None = None) -> RedirectResponse:
         return RedirectResponse(url + (f"?notice={quote(notice)}" if notice else ""), status_code=303)
 
-    def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-        notice = request.query_params.get("notice")
-        return templates.TemplateResponse(request, name, status_code=status_code, context={
+    def render(request: Request, name: str, status_code: int = 200, notice: str | None = None,
+               **context) -> HTMLResponse:
+        notice = notice or request.query_params.get("notice")
+        return templates.TemplateResponse(request, name, status_code=status_code, headers=SECURITY_HEADERS, context={
             "notice": NOTICES.get(notice) if notice else None,
             "notice_ok": notice in ("acknowledged", "commented", "moved", "attached"),
             "partner_name": None, **context})
+
+    def login_page(request: Request, status_code: int = 200, notice: str | None = None) -> HTMLResponse:
+        """The sign-in form with its login CSRF token; the nonce it is bound to goes in a cookie."""
+        nonce = sessions.login_nonce(request.cookies.get(LOGIN_COOKIE))
+        response = render(request, "login.html", status_code, notice, login_csrf=sessions.login_token(nonce))
+        response.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="strict", path="/portal")
+        return response
 
     def item_url(item_id: str) -> str:
         return f"/portal/items/{quote(item_id)}"
@@ -83,7 +104,7 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
                     run_id: str | None = None):
         current = session(request)
         if current is None:
-            return render(request, "login.html")
+            return login_page(request)
         who, cookie = current
         status = status if status in TRANSITIONS else None
         run = {k: v for k, v in (("dag_id", dag_id), ("run_id", run_id)) if v}
@@ -113,21 +134,36 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
 
     @app.post("/portal/login", include_in_schema=False)
     def portal_login(request: Request, client_id: Annotated[str, Form()] = "",
-                     client_secret: Annotated[str, Form()] = ""):
-        client = tokens.authenticate_client(client_id, client_secret)
+                     client_secret: Annotated[str, Form()] = "", login_csrf: Annotated[str, Form()] = ""):
+        if not (from_this_origin(request.headers, request.url.scheme)
+                and sessions.login_token_ok(request.cookies.get(LOGIN_COOKIE), login_csrf)):
+            return login_page(request, 403, "login_csrf")
+        address = request.client.host if request.client else None
+        try:
+            client = throttle.attempt(client_id, address, lambda: tokens.authenticate_client(client_id, client_secret))
+        except Throttled as exc:
+            response = login_page(request, 429, "throttled")
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         if client is None:
             return redirect("/portal/", "bad_login")
         if client.kind != "partner":
             return redirect("/portal/", "not_partner")
-        token, ttl = tokens.issue(client, ttl=SESSION_SECONDS, audience="portal")
+        token, ttl = sessions.open(client)
         response = redirect(back_to_list(request))
-        response.set_cookie(COOKIE, token, max_age=ttl, httponly=True, samesite="strict", path="/portal")
+        response.set_cookie(SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="strict", path="/portal")
+        response.delete_cookie(LOGIN_COOKIE, path="/portal")  # a fresh nonce for the next sign-in
         return response
 
     @app.post("/portal/logout", include_in_schema=False)
-    def portal_logout():
+    def portal_logout(request: Request, csrf: Annotated[str, Form()] = ""):
+        current = session(request)
+        if current is not None:
+            if not (from_this_origin(request.headers, request.url.scheme) and sessions.form_token_ok(current[1], csrf)):
+                return redirect("/portal/", "csrf")
+            sessions.revoke(current[1])
         response = redirect("/portal/")
-        response.delete_cookie(COOKIE, path="/portal")
+        response.delete_cookie(SESSION_COOKIE, path="/portal")
         return response
 
     @app.get("/portal/items/{item_id}", include_in_schema=False, response_class=HTMLResponse)
@@ -158,7 +194,7 @@ def build_portal(app: FastAPI, store: Store, tokens: TokenService) -> None:
         if current is None:
             return redirect("/portal/", "expired")
         who, cookie = current
-        if not hmac.compare_digest(csrf, csrf_token(cookie)):
+        if not (from_this_origin(request.headers, request.url.scheme) and sessions.form_token_ok(cookie, csrf)):
             return redirect(item_url(item_id), "csrf")
         try:
             action(who)

@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 ItemType = Literal["notification", "discussion", "case", "task", "approval"]
 Category = Literal[
@@ -16,6 +17,44 @@ Status = Literal["open", "acknowledged", "in_progress", "disputed", "resolved", 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 Visibility = Literal["partner", "internal"]
 ClientKind = Literal["enterprise", "partner"]
+
+
+METADATA_MAX_DEPTH = 32  # nested objects/arrays, the metadata object itself counting as 1
+METADATA_MAX_BYTES = 64 * 1024  # as compact UTF-8 JSON
+# Validation errors that are limits, not malformed input: app.py answers them with these statuses.
+LIMIT_ERRORS = {"metadata_too_large": (413, "payload_too_large"), "metadata_too_deep": (422, "metadata_too_deep")}
+
+
+def json_depth(value: Any, stop_above: int = METADATA_MAX_DEPTH) -> int:
+    """How deep objects and arrays nest in ``value`` (a scalar is 0), without recursion; counting stops
+    once it passes ``stop_above``, so a hostile 100,000-deep value costs no more than a legal one."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_above:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (lone surrogates counted, refused elsewhere)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Depth first (so nothing below recurses into a hostile value), then size."""
+    if json_depth(value) > METADATA_MAX_DEPTH:
+        raise PydanticCustomError("metadata_too_deep", "metadata nests deeper than {limit} levels",
+                                  {"limit": METADATA_MAX_DEPTH})
+    if json_size(value) > METADATA_MAX_BYTES:
+        raise PydanticCustomError("metadata_too_large", "metadata is larger than {limit} bytes as JSON",
+                                  {"limit": METADATA_MAX_BYTES})
+    return value
 
 
 def _storable(value: Any) -> Any:
@@ -45,7 +84,7 @@ def _rfc3339(value: Any) -> Any:
 
 Text = Annotated[str, AfterValidator(_storable)]
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_storable)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata), AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -145,7 +184,8 @@ class AttachmentList(BaseModel):
 
 
 class Event(BaseModel):
-    id: int
+    id: int = Field(description="increasing: the global event id for enterprise clients, the partner's own "
+                                "sequence (1, 2, 3, ...) for partner clients")
     item_id: str
     partner_id: str
     kind: Literal["item.created", "item.updated", "item.transitioned", "item.acknowledged", "comment.added",

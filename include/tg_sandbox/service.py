@@ -5,7 +5,6 @@ Every failure is an :class:`ApiError` carrying the HTTP status and error code th
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -13,11 +12,17 @@ import secrets
 import time
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, case, insert, select, tuple_, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from .auth import Principal
-from .db import attachments, comments, communities, events, items, make_write_lock, metadata, read_tx, write_tx
+from .cursors import PARTNER_FEED, decode_cursor, encode_cursor, page_of
+from .db import (
+    add_partner_sequence, attachments, comments, communities, events, items, make_write_lock, metadata, read_tx,
+    write_tx,
+)
+from .errors import ApiError, not_found
+from .schemas import METADATA_MAX_BYTES, json_size
 from .seed import Seed
 
 STATUSES = ("open", "acknowledged", "in_progress", "disputed", "resolved", "closed")
@@ -30,22 +35,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "closed": frozenset(),
 }
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, a stable machine code, a human message, optional extra fields."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-
-
-def not_found(what: str = "item") -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
 
 
 def now_us() -> int:
@@ -70,24 +59,6 @@ def etag(version: int) -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def encode_cursor(*position: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[Any]:
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if (
-            not isinstance(position, list)
-            or len(position) != len(shape)
-            or not all(type(v) is t for v, t in zip(position, shape))
-        ):
-            raise ValueError
-    except ValueError:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this server handed out") from None
-    return position
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -161,9 +132,9 @@ def attachment_to_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def event_to_dict(row: Any) -> dict[str, Any]:
+def event_to_dict(row: Any, for_partner: bool = False) -> dict[str, Any]:
     return {
-        "id": row.id,
+        "id": row.partner_seq if for_partner else row.id,
         "item_id": row.item_id,
         "partner_id": row.partner_id,
         "kind": row.kind,
@@ -184,7 +155,13 @@ _TICK = (
     .returning(_CLOCK)
 )
 _INSERT_ITEM = insert(items)
-_INSERT_EVENT = insert(events)
+_INSERT_INTERNAL_EVENT = insert(events)
+# A partner-visible event takes the next number of its partner's feed; writes hold the community
+# row lock (_TICK), so the max cannot move under us.
+_INSERT_EVENT = insert(events).values(partner_seq=(
+    select(func.coalesce(func.max(events.c.partner_seq), 0) + 1)
+    .where(events.c.community_id == bindparam("seq_community"), events.c.partner_id == bindparam("seq_partner"))
+    .scalar_subquery()))
 
 
 class Store:
@@ -194,13 +171,14 @@ class Store:
         self.engine = engine
         self.seed = seed
         self.community_id = seed.community_id
-        self._write_lock = make_write_lock(engine)
+        self.write_lock = make_write_lock(engine)
 
     # -- set-up -------------------------------------------------------------------------------------
     def ensure_seeded(self) -> None:
         """Create the tables and the community row; a restart with the same seed changes nothing."""
         metadata.create_all(self.engine)
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
+            add_partner_sequence(conn)
             found = conn.execute(select(communities.c.id).where(communities.c.id == self.community_id)).first()
             if found is None:
                 conn.execute(insert(communities).values(id=self.community_id, tenant_id=self.seed.tenant_id, clock_us=0))
@@ -217,10 +195,14 @@ class Store:
 
     def _event(self, conn, item_row_or_dict: Any, kind: str, actor: str, at_us: int, data: dict, internal: bool = False) -> None:
         get = item_row_or_dict.get if isinstance(item_row_or_dict, dict) else item_row_or_dict._mapping.get
-        conn.execute(_INSERT_EVENT, {
+        values = {
             "community_id": self.community_id, "item_id": get("id"), "partner_id": get("partner_id"), "kind": kind,
             "actor": actor, "at_us": at_us, "data_json": json.dumps(data, separators=(",", ":")), "internal": internal,
-        })
+        }
+        if internal:
+            conn.execute(_INSERT_INTERNAL_EVENT, values)
+        else:
+            conn.execute(_INSERT_EVENT, {**values, "seq_community": self.community_id, "seq_partner": values["partner_id"]})
 
     def _visible(self, principal: Principal):
         cond = items.c.community_id == self.community_id
@@ -250,7 +232,7 @@ class Store:
         due_at = payload.get("due_at")
         for _attempt in range(3):
             try:
-                with write_tx(self.engine, self._write_lock) as conn:
+                with write_tx(self.engine, self.write_lock) as conn:
                     ts = self._tick(conn)
                     values = dict(
                         id=new_id("itm"),
@@ -319,7 +301,7 @@ class Store:
             rows = conn.execute(
                 select(items).where(*conds).order_by(items.c.updated_us, items.c.id).limit(limit + 1)
             ).all()
-        return _page(rows, limit, item_to_dict, lambda r: (r.updated_us, r.id))
+        return page_of(rows, limit, item_to_dict, lambda r: (r.updated_us, r.id))
 
     def get_item(self, principal: Principal, item_id: str) -> dict:
         with read_tx(self.engine) as conn:
@@ -328,7 +310,7 @@ class Store:
     def patch_item(self, principal: Principal, item_id: str, expected_version: int | None, changes: dict) -> dict:
         """Apply ``changes`` if the item is still at ``expected_version`` (None: any version, If-Match: *)."""
         self._require_enterprise(principal, "edit items")
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if expected_version is not None and expected_version != row.version:
@@ -344,7 +326,11 @@ class Store:
                 if due != row.due_at_us:
                     values["due_at_us"] = due
             if "metadata" in changes:
-                merged = json.dumps(merge_patch(json.loads(row.metadata_json), changes["metadata"]), separators=(",", ":"))
+                merged_value = merge_patch(json.loads(row.metadata_json), changes["metadata"])
+                if json_size(merged_value) > METADATA_MAX_BYTES:
+                    raise ApiError(413, "payload_too_large",
+                                   f"metadata would exceed {METADATA_MAX_BYTES} bytes as JSON after the merge")
+                merged = json.dumps(merged_value, separators=(",", ":"))
                 if merged != row.metadata_json:
                     values["metadata_json"] = merged
             if not values:
@@ -356,7 +342,7 @@ class Store:
             return item_to_dict(_Row({**row._asdict(), **values}))
 
     def transition(self, principal: Principal, item_id: str, to: str, comment: str | None) -> dict:
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if to not in TRANSITIONS[row.status]:
@@ -370,7 +356,7 @@ class Store:
             return item_to_dict(_Row({**row._asdict(), **values}))
 
     def acknowledge(self, principal: Principal, item_id: str, note: str | None) -> dict:
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             if row.status == "closed":
@@ -401,7 +387,7 @@ class Store:
     def add_comment(self, principal: Principal, item_id: str, body: str, visibility: str) -> dict:
         if principal.is_partner and visibility != "partner":
             raise ApiError(403, "forbidden", "partner clients can only post partner-visible comments")
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             comment_id = self._insert_comment(conn, principal, row, body, visibility, ts)
@@ -427,7 +413,7 @@ class Store:
         digest = hashlib.sha256(content).hexdigest()
         if sha256 is not None and sha256.lower() != digest:
             raise ApiError(422, "sha256_mismatch", "the uploaded bytes do not match the given sha256")
-        with write_tx(self.engine, self._write_lock) as conn:
+        with write_tx(self.engine, self.write_lock) as conn:
             ts = self._tick(conn)
             row = self._load_item(conn, principal, item_id)
             meta = dict(id=new_id("att"), item_id=row.id, filename=filename, content_type=content_type,
@@ -462,27 +448,27 @@ class Store:
         ``next_cursor`` is set only when more events follow; ``resume_cursor`` always is: the position
         after the last event returned (the request's own position on an empty page), so a reader that
         reached the end can store it and later ask for what happened since.
+
+        Enterprise clients page by the global event id. Partner clients see and page by their
+        partner's own sequence (``id`` = ``partner_seq``, cursor ``["p", seq]``), so neither ids nor
+        cursors say how much happened elsewhere; one kind's cursor is refused by the other (400).
         """
         conds = [events.c.community_id == self.community_id]
-        if principal.is_partner:
-            conds += [events.c.partner_id == principal.partner_id, events.c.internal.is_(False)]
         if item_id is not None:
             conds.append(events.c.item_id == item_id)
-        after_id = 0  # ids start at 1: position 0 is the beginning
+        partner = principal.is_partner
+        column = events.c.partner_seq if partner else events.c.id
+        if partner:
+            conds += [events.c.partner_id == principal.partner_id, events.c.internal.is_(False)]
+        tag = (PARTNER_FEED,) if partner else ()
+        after = 0  # ids and sequences start at 1: position 0 is the beginning
         if cursor:
-            (after_id,) = decode_cursor(cursor, (int,))
-            conds.append(events.c.id > after_id)
+            after = decode_cursor(cursor, (*tag, int))[-1]
+        conds.append(column > after)
         with read_tx(self.engine) as conn:
-            rows = conn.execute(select(events).where(*conds).order_by(events.c.id).limit(limit + 1)).all()
-        found, next_cursor = _page(rows, limit, event_to_dict, lambda r: (r.id,))
-        return found, next_cursor, encode_cursor(found[-1]["id"] if found else after_id)
-
-
-def _page(rows: list, limit: int, render, position) -> tuple[list[dict], str | None]:
-    """One page from ``limit + 1`` fetched rows; the cursor (the last row's position) only if more follow."""
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [render(r) for r in rows], (encode_cursor(*position(rows[-1])) if more else None)
+            rows = conn.execute(select(events).where(*conds).order_by(column).limit(limit + 1)).all()
+        found, next_cursor = page_of(rows, limit, lambda r: event_to_dict(r, partner), lambda r: (*tag, getattr(r, column.name)))
+        return found, next_cursor, encode_cursor(*tag, found[-1]["id"] if found else after)
 
 
 class _Row:

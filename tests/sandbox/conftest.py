@@ -1,6 +1,7 @@
 """Helpers for the sandbox tests: an authenticated client per identity, over real HTTP."""
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -48,6 +49,18 @@ class Api:
         """Every page of GET events, following next_cursor."""
         return self._all_pages(self.events_url, "events", params)
 
+    def resume_cursor_at_end(self, **params: Any) -> str:
+        """The events feed read to its end: the resume_cursor of its last page."""
+        cursor = None
+        while True:
+            resp = self.http.get(self.events_url, params={**params, "limit": 500, **({"cursor": cursor} if cursor else {})},
+                                 timeout=30)
+            assert resp.status_code == 200, resp.text
+            page = resp.json()
+            if page["next_cursor"] is None:
+                return page["resume_cursor"]
+            cursor = page["next_cursor"]
+
     def _all_pages(self, url: str, key: str, params: dict) -> list[dict]:
         out, cursor = [], None
         while True:
@@ -58,6 +71,23 @@ class Api:
             cursor = page["next_cursor"]
             if cursor is None:
                 return out
+
+
+def login_form_token(http: requests.Session, base_url: str) -> str:
+    """Open the sign-in page as a browser would: its login CSRF token (its nonce cookie lands in ``http``)."""
+    page = http.get(f"{base_url}/portal/", timeout=30)
+    assert page.status_code == 200, page.text
+    return re.search(r'name="login_csrf" value="([^"]+)"', page.text).group(1)
+
+
+def portal_session(server: SandboxServer, client: tuple[str, str]) -> requests.Session:
+    """A requests session signed in to the partner page as ``client`` (through the real sign-in form)."""
+    http = requests.Session()
+    token = login_form_token(http, server.base_url)
+    resp = http.post(f"{server.base_url}/portal/login", timeout=30,
+                     data={"client_id": client[0], "client_secret": client[1], "login_csrf": token})
+    assert resp.status_code == 200 and http.cookies.get("tg_portal"), resp.text
+    return http
 
 
 def new_item_body(**fields: Any) -> dict:

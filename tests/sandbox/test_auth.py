@@ -8,7 +8,7 @@ import requests
 
 from tests.support.tg_sandbox import start_sandbox
 
-from .conftest import Api, assert_error
+from .conftest import Api, assert_error, portal_session
 
 
 def token_url(server) -> str:
@@ -68,10 +68,7 @@ def test_token_signed_for_another_seed_is_refused(tg_sandbox, tmp_path):
 
 
 def test_portal_session_cookie_is_not_an_api_token(tg_sandbox):
-    portal = requests.Session()
-    portal.post(f"{tg_sandbox.base_url}/portal/login",
-                data=dict(zip(("client_id", "client_secret"), tg_sandbox.partners["P-ACME"])))
-    cookie = portal.cookies.get("tg_portal")
+    cookie = portal_session(tg_sandbox, tg_sandbox.partners["P-ACME"]).cookies.get("tg_portal")
     assert cookie
     assert_error(requests.get(tg_sandbox.items_url(), headers={"Authorization": f"Bearer {cookie}"}), 401)
 

@@ -27,7 +27,7 @@ def test_healthz_and_openapi(tg_sandbox):
     assert "/tenants/{tenant_id}/oauth2/token" in paths
     assert not any(p.startswith(("/_sandbox", "/portal")) for p in paths)
     create = paths["/v1/communities/{community_id}/items"]["post"]["responses"]
-    assert set(create) == {"200", "201", "400", "401", "403", "404", "409", "422", "429", "503"}
+    assert set(create) == {"200", "201", "400", "401", "403", "404", "409", "413", "422", "429", "503"}
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 

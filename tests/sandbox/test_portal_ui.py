@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from .conftest import Api
+from .conftest import Api, portal_session
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -108,12 +108,8 @@ def test_wrong_secret_and_enterprise_clients_cannot_sign_in(browser, tg_sandbox)
 
 
 def test_forged_form_without_csrf_changes_nothing(tg_sandbox, enterprise):
-    import requests
-
     item = enterprise.create_ok(partner_id="P-ACME")
-    session = requests.Session()
-    session.post(f"{tg_sandbox.base_url}/portal/login",
-                 data=dict(zip(("client_id", "client_secret"), tg_sandbox.partners["P-ACME"])))
+    session = portal_session(tg_sandbox, tg_sandbox.partners["P-ACME"])
     resp = session.post(f"{tg_sandbox.base_url}/portal/items/{item['id']}/transition", data={"to": "resolved", "csrf": "x"})
     assert "notice=csrf" in resp.url
     assert enterprise.get(item["id"]).json()["status"] == "open"
