@@ -497,13 +497,16 @@ def print_items(items: list[dict]) -> None:
 def partner_page_shows(sandbox_url: str, items: list[dict], partner_id: str) -> bool:
     """Log in to /portal/ as the demo partner, as a person would; its item titles show, others' do not."""
     import html
+    import re
 
     import requests
 
     client_id, client_secret = TG_PARTNER_LOGIN
     with requests.Session() as browser:
-        browser.post(f"{sandbox_url}/portal/login", data={"client_id": client_id, "client_secret": client_secret},
-                     timeout=30).raise_for_status()
+        login_form = browser.get(f"{sandbox_url}/portal/", timeout=30).text  # its login CSRF token and cookie
+        token = re.search(r'name="login_csrf" value="([^"]+)"', login_form).group(1)
+        browser.post(f"{sandbox_url}/portal/login", timeout=30, data={
+            "client_id": client_id, "client_secret": client_secret, "login_csrf": token}).raise_for_status()
         page = browser.get(f"{sandbox_url}/portal/", timeout=30).text
     own = [html.escape(i["title"], quote=False) for i in items if i["partner_id"] == partner_id]
     others = [html.escape(i["title"], quote=False) for i in items if i["partner_id"] != partner_id]

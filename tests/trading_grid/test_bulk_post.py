@@ -339,7 +339,10 @@ def _run_dag(airflow_home, tg, tag: str, case_id: str) -> dict:
 
 def _portal_item_ids(tg, partner_id: str, url: str) -> set[str]:
     session = requests.Session()
-    session.post(f"{tg.base_url}/portal/login", data=dict(zip(("client_id", "client_secret"), tg.partners[partner_id])))
+    login_form = session.get(f"{tg.base_url}/portal/", timeout=30).text  # the sign-in form's CSRF token and cookie
+    token = re.search(r'name="login_csrf" value="([^"]+)"', login_form).group(1)
+    session.post(f"{tg.base_url}/portal/login",
+                 data={**dict(zip(("client_id", "client_secret"), tg.partners[partner_id])), "login_csrf": token})
     page = session.get(url, timeout=30)
     assert page.status_code == 200 and 'id="run-filter"' in page.text
     return set(re.findall(r'data-item-id="([^"]+)"', page.text))
