@@ -85,6 +85,16 @@ class LoginThrottle:
             self._records.move_to_end(key)
         return record
 
+    def _wait(self, keys, now: float) -> int | None:
+        waits = [r.locked_until - now for key, policy in keys
+                 if (r := self._record(key, policy, now, create=False)) is not None and r.locked_until > now]
+        return max(1, math.ceil(max(waits))) if waits else None
+
+    def retry_after(self, client_id: str, address: str | None) -> int | None:
+        """Whole seconds until an attempt for this client id from this address may be tried; None: now."""
+        with self._lock:
+            return self._wait(self._keys(client_id, address), self._clock())
+
     def attempt(self, client_id: str, address: str | None, authenticate: Callable[[], T | None]) -> T | None:
         """``authenticate()`` unless the client id or the address is locked (then :class:`Throttled`, and the
         secret is not even looked at); its result is counted: None is a failure, anything else a success.
@@ -92,10 +102,8 @@ class LoginThrottle:
         with self._lock:
             now = self._clock()
             keys = self._keys(client_id, address)
-            waits = [r.locked_until - now for key, policy in keys
-                     if (r := self._record(key, policy, now, create=False)) is not None and r.locked_until > now]
-            if waits:
-                raise Throttled(max(1, math.ceil(max(waits))))
+            if (wait := self._wait(keys, now)) is not None:
+                raise Throttled(wait)
             result = authenticate()
             if result is not None:
                 for key, _policy in keys:

@@ -125,3 +125,13 @@ def test_pagination_is_complete_while_items_change(server):
     for item_id in repeated:
         versions = [i["version"] for i in seen if i["id"] == item_id]
         assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+def test_concurrent_creates_number_each_partners_feed_without_gaps_or_repeats(server):
+    bodies = [(new_item_body(partner_id=partner), uuid.uuid4().hex) for partner in ("P-ACME", "P-GLOBEX") * 8]
+    answers = post_together(server, bodies)
+    assert sorted(r.status_code for r in answers) == [201] * len(bodies), [r.text for r in answers]
+    for partner in ("P-ACME", "P-GLOBEX"):
+        feed = Api(server, server.partners[partner]).events(limit=500)
+        assert [e["id"] for e in feed] == list(range(1, len(feed) + 1))
+        assert {r.json()["id"] for r in answers if r.json()["partner_id"] == partner} <= {e["item_id"] for e in feed}
