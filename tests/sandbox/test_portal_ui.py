@@ -152,3 +152,100 @@ def test_run_filter_lists_exactly_the_runs_items_escaped_and_kept_across_sign_in
     assert page.locator("#run-filter").count() == 0
     assert "status=resolved" in page.url
     page.close()
+
+
+def test_hostile_item_body_renders_as_markdown_and_runs_nothing(browser, tg_sandbox, enterprise):
+    from .test_rich_text import HOSTILE_BODY
+
+    item = enterprise.create_ok(partner_id="P-ACME", title="Hostile body", body=HOSTILE_BODY)
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, tg_sandbox.base_url, tg_sandbox.partners["P-ACME"])
+    response = page.goto(f"{tg_sandbox.base_url}/portal/items/{item['id']}")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    page.wait_for_selector("#body strong")  # markdown rendered, not shown raw
+    assert page.text_content("#body h1") == "Heading"
+    assert "**bold**" not in page.text_content("#body")
+    assert "<script>window.__xss = 1</script>" in page.text_content("#body")  # shown as text
+    found = page.evaluate("""() => ({
+        xss: window.__xss,
+        active: [...document.querySelectorAll('#body script, #body img, #body iframe, #body svg, #body style, '
+                                             + '#body object, #body embed, #body form')].length,
+        handlers: [...document.querySelectorAll('*')].flatMap(el => [...el.attributes].map(a => a.name))
+                  .filter(name => name.startsWith('on')),
+        protocols: [...document.querySelectorAll('#body a[href]')].map(a => a.protocol),
+        rels: [...document.querySelectorAll('#body a[href]')].map(a => a.rel),
+    })""")
+    assert found["xss"] is None and found["active"] == 0 and found["handlers"] == []
+    assert found["protocols"] and set(found["protocols"]) <= {"http:", "https:", "mailto:"}
+    assert set(found["rels"]) == {"nofollow noopener noreferrer"}
+    for link in page.locator("#body a").all():  # hover everything, nothing fires
+        link.hover()
+    page.hover("#body")
+    assert page.evaluate("window.__xss") is None and dialogs == []
+    page.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def attacker_page(base_url: str, client: tuple[str, str], login_csrf: str, nonce: str | None) -> str:
+    """An auto-submitting sign-in form for the attacker's own account; ``nonce``: also toss the matching
+    login cookie first (possible from any page on the same host, whatever its port)."""
+    toss = f"document.cookie = 'tg_portal_login={nonce}; path=/portal';" if nonce else ""
+    return f"""<!doctype html><html><body>
+<form id="f" method="post" action="{base_url}/portal/login">
+  <input name="client_id" value="{client[0]}"><input name="client_secret" value="{client[1]}">
+  <input name="login_csrf" value="{login_csrf}">
+</form>
+<script>{toss} document.getElementById('f').submit();</script></body></html>"""
+
+
+@pytest.mark.parametrize("origin", ["http://attacker.example", "http://127.0.0.1:{port}"],
+                         ids=["cross-site", "same host, other port"])
+def test_cross_origin_login_form_sets_no_session(browser, tg_sandbox, origin):
+    """Login CSRF: a page elsewhere signs the victim's browser in to the attacker's account. With the
+    attacker's own valid token (and, on the same host, its nonce cookie tossed in) it is still refused."""
+    import requests
+
+    from .conftest import login_form_token
+
+    attacker = requests.Session()
+    token = login_form_token(attacker, tg_sandbox.base_url)
+    nonce = attacker.cookies.get("tg_portal_login")
+    origin = origin.format(port=free_port())
+    context = browser.new_context()
+    page = context.new_page()
+    page.route(f"{origin}/evil", lambda route: route.fulfill(
+        status=200, content_type="text/html",
+        body=attacker_page(tg_sandbox.base_url, tg_sandbox.partners["P-GLOBEX"], token,
+                           nonce if "127.0.0.1" in origin else None)))
+    with page.expect_response(f"{tg_sandbox.base_url}/portal/login") as posted:
+        page.goto(f"{origin}/evil")
+    assert posted.value.status == 403
+    assert "tg_portal" not in {c["name"] for c in context.cookies()}
+    page.goto(tg_sandbox.base_url + "/portal/")
+    assert page.locator("#client_id").count() == 1  # still signed out
+    context.close()
+
+
+def test_sign_out_in_the_browser_ends_the_session(browser, tg_sandbox):
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, tg_sandbox.base_url, tg_sandbox.partners["P-ACME"])
+    cookie = next(c for c in context.cookies() if c["name"] == "tg_portal")
+    page.click("#sign-out")
+    page.wait_for_selector("#client_id")
+    replay = browser.new_context()
+    replay.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path")}])
+    replay_page = replay.new_page()
+    replay_page.goto(tg_sandbox.base_url + "/portal/")
+    assert replay_page.locator("#client_id").count() == 1  # the copied cookie no longer signs in
+    context.close()
+    replay.close()
