@@ -23,6 +23,18 @@ MALFORMED_CSV = "malformed_csv"  # broken quoting the csv module rejects (e.g. '
 NOT_XLSX = "not_xlsx"  # declared XLSX but not a readable workbook
 UNREADABLE = "unreadable"  # any other failure while reading (logged with its traceback)
 FORMULA_CELLS = "formula_cells"  # cells starting with = + - @ tab CR (CSV/formula injection)
+# XLSX refused before openpyxl reads it (include/checks/xlsx_guard.py; limits in docs/checks.md).
+XLSX_TOO_LARGE = "xlsx_too_large"  # file size, part count or total uncompressed size over the limit
+XLSX_COMPRESSION_RATIO = "xlsx_compression_ratio"  # a part inflates far more than real workbooks (zip bomb)
+XLSX_ACTIVE_CONTENT = "xlsx_active_content"  # VBA macros, Excel 4.0 macro sheets, ActiveX, OLE objects
+XLSX_EXTERNAL_LINKS = "xlsx_external_links"  # links to other workbooks or external targets (not hyperlinks)
+XLSX_XML_DTD = "xlsx_xml_dtd"  # a DTD or entity declaration in a part (billion laughs, external entities)
+XLSX_TOO_MANY_ROWS = "xlsx_too_many_rows"  # rows, row numbers or declared dimension over the document type's cap
+XLSX_TOO_MANY_COLUMNS = "xlsx_too_many_columns"  # cells in a row, cell references or declared dimension too wide
+XLSX_TOO_MANY_CELLS = "xlsx_too_many_cells"  # last row x widest row (what a reader pads) over the cap
+XLSX_STRING_TOO_LONG = "xlsx_string_too_long"  # a shared string or cell text longer than a spreadsheet allows
+XLSX_SHARED_STRINGS_TOO_LARGE = "xlsx_shared_strings_too_large"  # too many shared strings or characters
+XLSX_MARKUP_TOO_LARGE = "xlsx_markup_too_large"  # XML a reader would keep in memory beyond the caps
 
 # Validation (the table was read, the content breaks the suite).
 EXPECTATIONS_FAILED = "expectations_failed"
@@ -44,6 +56,17 @@ READ_REASON_CODES = frozenset(
         NOT_XLSX,
         UNREADABLE,
         FORMULA_CELLS,
+        XLSX_TOO_LARGE,
+        XLSX_COMPRESSION_RATIO,
+        XLSX_ACTIVE_CONTENT,
+        XLSX_EXTERNAL_LINKS,
+        XLSX_XML_DTD,
+        XLSX_TOO_MANY_ROWS,
+        XLSX_TOO_MANY_COLUMNS,
+        XLSX_TOO_MANY_CELLS,
+        XLSX_STRING_TOO_LONG,
+        XLSX_SHARED_STRINGS_TOO_LARGE,
+        XLSX_MARKUP_TOO_LARGE,
     }
 )
 

@@ -19,6 +19,9 @@ What a successful read guarantees (and what each failure is called, see :mod:`in
 - At least one data row (``header_only``).
 - Cells are text (``str``); empty cells are missing (NaN). Nothing is converted to numbers here:
   conversion and its failures belong to the suite (see runner).
+- XLSX is inspected first, within limits per document type (:mod:`include.checks.xlsx_guard`: zip
+  size and compression ratio, macros, external links, DTDs, rows, columns, strings): openpyxl only
+  ever sees a workbook that cannot take unbounded memory or time.
 - Formula cells (CSV injection): a cell whose first character is ``= + - @``, tab or CR is a
   formula cell **unless the whole cell is a plain number** (``-5.00``, ``+3``, ``-1e3``), because a
   spreadsheet shows a number for those and executes nothing. With ``formulas="reject"`` (default)
@@ -53,6 +56,8 @@ from include.checks.errors import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from include.checks.xlsx_guard import WorkbookLimits
 
 #: A physical line longer than this fails as ``line_too_long`` (1 MiB: far above any real record).
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -98,6 +103,7 @@ def read_table(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     sheet: str | None = None,
     number_columns: Sequence[str] = (),
+    xlsx_limits: WorkbookLimits | None = None,
 ) -> pd.DataFrame:
     """Read the whole file as a DataFrame of text cells (see the module docstring for the rules).
 
@@ -110,11 +116,14 @@ def read_table(
         text copy and a second parse. A chunk's column comes back as ``float64``/``int64`` only when
         every non-empty cell is a finite number (those cells are plain numbers, never formula cells);
         otherwise it stays text. ``attrs["number_columns"]`` names the columns that were parsed.
+    :param xlsx_limits: what an XLSX workbook may hold (``xlsx_guard.limits_for(suite)``; default
+        ``xlsx_guard.DEFAULT_LIMITS``).
     :raises UnreadableFile: with a reason code from :mod:`include.checks.errors`.
     :raises FileNotFoundError: the path does not exist (a caller bug, not bad input).
     """
     chunks = list(
-        _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns)
+        _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns,
+              xlsx_limits)
     )
     if len(chunks) == 1:
         return chunks[0]
@@ -198,6 +207,7 @@ def iter_table_chunks(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     sheet: str | None = None,
     number_columns: Sequence[str] = (),
+    xlsx_limits: WorkbookLimits | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Like :func:`read_table` but yields DataFrames of at most ``chunksize`` rows (bounded memory).
 
@@ -209,10 +219,12 @@ def iter_table_chunks(
     """
     if not chunksize or chunksize < 1:
         raise ValueError("chunksize must be a positive number of rows")
-    return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns)
+    return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns,
+                 xlsx_limits)
 
 
-def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns=()):
+def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns=(),
+          xlsx_limits=None):
     """Run every whole-file check eagerly, then return an iterator of DataFrames."""
     if formulas not in ("reject", "allow"):
         raise ValueError("formulas must be 'reject' or 'allow'")
@@ -223,7 +235,7 @@ def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas,
     if fmt == "csv":
         frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns)
     elif fmt == "xlsx":
-        frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet), True
+        frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet, xlsx_limits), True
     else:
         raise ValueError(f"unsupported format {fmt!r} (csv or xlsx)")
     frames = _marked(frames, candidates)
@@ -659,9 +671,12 @@ def _check_records(path: Path, delimiter: str, encoding: str, width: int, max_li
 # --------------------------------------------------------------------------------------------- XLSX
 
 
-def _open_xlsx(path: Path, chunksize, required_columns, sheet):
+def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookLimits | None = None):
     import zipfile
 
+    from include.checks.xlsx_guard import DEFAULT_LIMITS, inspect_workbook
+
+    inspect_workbook(path, limits or DEFAULT_LIMITS)  # the one guard before any openpyxl read
     from openpyxl import load_workbook
 
     # A file object, not the path: openpyxl refuses names not ending in .xlsx (temporary download names).
@@ -767,6 +782,7 @@ def read_column_rows(
     delimiter: str = ",",
     encoding: str = "utf-8",
     chunksize: int = 200_000,
+    xlsx_limits: WorkbookLimits | None = None,
 ) -> dict[int, str]:
     """Text of ``column`` at the given row indexes of an already checked file (second, column-only pass).
 
@@ -779,7 +795,7 @@ def read_column_rows(
     last = max(wanted) if wanted else -1
     found: dict[int, str] = {}
     if fmt == "xlsx":
-        frames = _open_xlsx(Path(path), chunksize, [column], None)
+        frames = _open_xlsx(Path(path), chunksize, [column], None, xlsx_limits)
     else:
         with open(path, "rb") as fh:
             has_bom = fh.read(3) == codecs.BOM_UTF8

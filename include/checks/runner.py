@@ -33,6 +33,7 @@ from include.checks.reading import (
 )
 from include.checks.report import CheckReport, ExpectationResult, _cut
 from include.checks.suites import ExpectationSpec, SuiteSpec, build_gx_suite, gx_expectation_class, load_suite
+from include.checks.xlsx_guard import limits_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -145,6 +146,7 @@ def read_options(spec: SuiteSpec, *, delimiter: str | None = None, encoding: str
         max_line_bytes=max_line_bytes,
         # parsed by pandas' C reader when a chunk is all finite numbers: no text copy, no second parse
         number_columns=[c.name for c in spec.columns if c.type in _NUMBER_KINDS],
+        xlsx_limits=limits_for(spec.name),  # per document type (include/checks/xlsx_guard.py)
     )
 
 

@@ -192,6 +192,135 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list], formula_cells: 
     workbook.save(path)
 
 
+# ---------------------------------------------------------------- XLSX written part by part (hostile shapes)
+
+XLSX_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+XLSX_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+XLSX_WORKBOOK_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"
+XLSX_MACRO_WORKBOOK_TYPE = "application/vnd.ms-excel.sheet.macroEnabled.main+xml"
+_PACKAGE_RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
+
+
+def xlsx_rows_xml(header: list[str], rows: list[list[str]]) -> bytes:
+    """``<row>`` elements of inline-string cells (header first), as a spreadsheet writes them."""
+    from xml.sax.saxutils import escape
+
+    def column(i: int) -> str:
+        return column(i // 26 - 1) + chr(65 + i % 26) if i >= 26 else chr(65 + i)
+
+    out = []
+    for r, values in enumerate([header] + rows, start=1):
+        cells = "".join(f'<c r="{column(i)}{r}" t="inlineStr"><is><t>{escape(v)}</t></is></c>'
+                        for i, v in enumerate(values) if v != "")
+        out.append(f'<row r="{r}">{cells}</row>')
+    return "".join(out).encode("utf-8")
+
+
+def xlsx_worksheet(rows_xml, *, dimension: str | None = None, before: bytes = b"", after: bytes = b""):
+    """The pieces of a worksheet part; ``rows_xml`` is bytes or an iterable of bytes (streamed)."""
+    yield f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{XLSX_MAIN_NS}" xmlns:r="{XLSX_REL}">'.encode()
+    if dimension:
+        yield f'<dimension ref="{dimension}"/>'.encode()
+    yield b"<sheetData>" + before
+    yield from ([rows_xml] if isinstance(rows_xml, bytes) else rows_xml)
+    yield b"</sheetData>" + after + b"</worksheet>"
+
+
+def write_xlsx_package(path: str | Path, sheet, *, shared_strings=None, parts: dict | None = None,
+                       overrides: dict[str, str] | None = None, workbook_rels: list[tuple[str, str, str]] = (),
+                       sheet_rels: list[tuple[str, str, str]] = (), workbook_type: str = XLSX_WORKBOOK_TYPE,
+                       prolog: bytes = b"", level: int = 6) -> Path:
+    """A minimal workbook written with zipfile, one part at a time: what openpyxl needs and nothing else.
+
+    ``sheet`` / ``shared_strings`` / the values of ``parts`` are bytes or iterables of bytes (written as
+    they come, so a part of gigabytes never sits in memory or on disk uncompressed). ``overrides``:
+    extra content types by part name; ``workbook_rels`` / ``sheet_rels``: ``(type, target, target_mode)``
+    (type relative to the officeDocument relationships unless it is a full URI). ``prolog`` goes
+    before the sheet's root element (a DOCTYPE, say).
+    """
+    import zipfile
+
+    path = Path(path)
+    types = {"/xl/workbook.xml": workbook_type,
+             "/xl/worksheets/sheet1.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"}
+    rels = [("worksheet", "worksheets/sheet1.xml", "")] + list(workbook_rels)
+    if shared_strings is not None:
+        types["/xl/sharedStrings.xml"] = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+        rels.append(("sharedStrings", "sharedStrings.xml", ""))
+    types.update(overrides or {})
+
+    def relationships(items) -> bytes:
+        lines = "".join(
+            f'<Relationship Id="rId{i}" Type="{kind if "://" in kind else XLSX_REL + "/" + kind}" Target="{target}"'
+            + (f' TargetMode="{mode}"' if mode else "") + "/>" for i, (kind, target, mode) in enumerate(items, start=1))
+        return f'<Relationships xmlns="{_PACKAGE_RELS}">{lines}</Relationships>'.encode()
+
+    content_types = "".join(f'<Override PartName="{name}" ContentType="{kind}"/>' for name, kind in types.items())
+    members = {
+        "[Content_Types].xml": (
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            f'<Default Extension="xml" ContentType="application/xml"/>{content_types}</Types>').encode(),
+        "_rels/.rels": relationships([("officeDocument", "xl/workbook.xml", "")]),
+        "xl/workbook.xml": (f'<workbook xmlns="{XLSX_MAIN_NS}" xmlns:r="{XLSX_REL}"><sheets>'
+                            '<sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>').encode(),
+        "xl/_rels/workbook.xml.rels": relationships(rels),
+        "xl/worksheets/sheet1.xml": sheet if prolog == b"" else (b for part in ([prolog], sheet) for b in part),
+    }
+    if sheet_rels:
+        members["xl/worksheets/_rels/sheet1.xml.rels"] = relationships(sheet_rels)
+    if shared_strings is not None:
+        members["xl/sharedStrings.xml"] = shared_strings
+    members.update(parts or {})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
+        for name, content in members.items():
+            with archive.open(name, "w", force_zip64=True) as member:
+                for piece in [content] if isinstance(content, bytes) else content:
+                    member.write(piece)
+    return path
+
+
+def _write_hostile_xlsx(xlsx, header: list[str], rows: list[list[str]]) -> dict[str, tuple[Path, str | None]]:
+    """Small on disk, each refused before openpyxl reads it (include/checks/xlsx_guard.py)."""
+    body = xlsx_rows_xml(header, rows)
+    sheet = lambda **kw: xlsx_worksheet(body, **kw)  # noqa: E731
+    laughs = (b'<!DOCTYPE worksheet [<!ENTITY a "hahahahahahahahahaha">'
+              + b"".join(b'<!ENTITY %c "%s">' % (98 + i, b"&%c;" % (97 + i) * 10) for i in range(9)) + b"]>")
+    return {
+        "xlsx_minimal_valid": (write_xlsx_package(xlsx("xlsx_minimal_valid"), sheet()), None),
+        "xlsx_with_hyperlink": (write_xlsx_package(
+            xlsx("xlsx_with_hyperlink"), sheet(), sheet_rels=[("hyperlink", "https://example.com/inv", "External")]), None),
+        "xlsx_macro_enabled": (write_xlsx_package(
+            xlsx("xlsx_macro_enabled"), sheet(), workbook_type=XLSX_MACRO_WORKBOOK_TYPE,
+            parts={"xl/vbaProject.bin": b"\xd0\xcf\x11\xe0 not really a VBA project"},
+            workbook_rels=[("http://schemas.microsoft.com/office/2006/relationships/vbaProject", "vbaProject.bin", "")]),
+            "xlsx_active_content"),
+        "xlsx_external_link": (write_xlsx_package(
+            xlsx("xlsx_external_link"), sheet(),
+            parts={"xl/externalLinks/externalLink1.xml": f'<externalLink xmlns="{XLSX_MAIN_NS}"/>'.encode(),
+                   "xl/externalLinks/_rels/externalLink1.xml.rels": (
+                       f'<Relationships xmlns="{_PACKAGE_RELS}"><Relationship Id="rId1" Type="{XLSX_REL}/externalLinkPath" '
+                       'Target="file:///\\\\fileserver\\prices.xlsx" TargetMode="External"/></Relationships>').encode()},
+            workbook_rels=[("externalLink", "externalLinks/externalLink1.xml", "")]), "xlsx_external_links"),
+        "xlsx_dimension_bomb": (write_xlsx_package(xlsx("xlsx_dimension_bomb"), sheet(dimension="A1:XFD1048576")),
+                                "xlsx_too_many_columns"),
+        # one more row, numbered 1,048,576,000: a reader would fill in a billion empty rows before it
+        "xlsx_row_number_bomb": (write_xlsx_package(
+            xlsx("xlsx_row_number_bomb"),
+            xlsx_worksheet([body, b'<row r="1048576000"><c r="A1048576000"><v>1</v></c></row>'])), "xlsx_too_many_rows"),
+        "xlsx_whitespace_bomb": (write_xlsx_package(
+            xlsx("xlsx_whitespace_bomb"), xlsx_worksheet([body] + [b" " * (1 << 20)] * 16), level=1),
+            "xlsx_compression_ratio"),
+        "xlsx_billion_laughs": (write_xlsx_package(xlsx("xlsx_billion_laughs"), sheet(), prolog=laughs),
+                                "xlsx_xml_dtd"),
+        "xlsx_long_shared_string": (write_xlsx_package(
+            xlsx("xlsx_long_shared_string"),
+            xlsx_worksheet([body, b'<row r="99"><c r="A99" t="s"><v>0</v></c></row>']),
+            shared_strings=f'<sst xmlns="{XLSX_MAIN_NS}"><si><t>{"Lorem ipsum " * 4_000}</t></si></sst>'.encode()),
+            "xlsx_string_too_long"),
+    }
+
+
 def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]:
     """Write the bad-input corpus into ``directory`` and return ``{name: (path, expected_reason_code)}``.
 
@@ -275,6 +404,7 @@ def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]
     corpus["xlsx_corrupt"] = (xlsx("xlsx_corrupt"), "not_xlsx")
     xlsx("xlsx_is_csv").write_text(good, encoding="utf-8")
     corpus["xlsx_is_csv"] = (xlsx("xlsx_is_csv"), "not_xlsx")
+    corpus.update(_write_hostile_xlsx(xlsx, header, rows))
 
     odd_dir = directory / "odd_names"
     odd_dir.mkdir(exist_ok=True)
