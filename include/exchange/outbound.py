@@ -45,6 +45,7 @@ from include.exchange.sent_files import (OutboundError, OverdueSend, SentFile, f
 from include.intake.errors import FileChangedError, TransferError, TransferTimeout
 from include.intake.fetch import (DEFAULT_MAX_REQUESTS, DEFAULT_REQUEST_SIZE, DEFAULT_STALL_TIMEOUT, _pipelined_copy,
                                   _Responses, time_bound, tune_session)
+from include.intake.links import folder_problems, partner_tree
 from include.intake.listing import list_folder
 from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX, is_temporary_name, unsafe_name_reason
 
@@ -196,20 +197,12 @@ def _lstat(session: _Session, path: str):
 
 
 def _check_folder(session: _Session, partner: Any) -> None:
-    """The outbound folder and its parents within the partner's tree are real directories."""
+    """The outbound folder and its parents within the partner's tree are real directories (the
+    intake's one folder check, :func:`include.intake.links.folder_problems`)."""
     folder = partner.folders.outbound
-    tree = posixpath.commonpath(list(partner.folders.all().values()))
-    path = folder if tree == "/" else tree
-    relative = posixpath.relpath(folder, path).split("/")
-    for part in [""] + [p for p in relative if p != "."]:
-        path = posixpath.join(path, part) if part else path
-        attrs = _lstat(session, path)
-        if attrs is None:
-            raise OutboundRefused(f"outbound folder {folder}: {path} does not exist")
-        if stat_mod.S_ISLNK(attrs.st_mode or 0):
-            raise OutboundRefused(f"outbound folder {folder}: {path} is a symbolic link")
-        if not stat_mod.S_ISDIR(attrs.st_mode or 0):
-            raise OutboundRefused(f"outbound folder {folder}: {path} is not a directory")
+    problem = folder_problems(session.arm(), [folder], partner_tree(partner.folders))[folder]
+    if problem:
+        raise OutboundRefused(f"outbound folder {folder}: {problem}")
 
 
 def _marker_name(name: str, marker: str) -> str | None:

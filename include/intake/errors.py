@@ -22,6 +22,16 @@ class FileChangedError(TransferError):
     rewritten. The inbox puts the entry back to ``seen`` so readiness starts over."""
 
 
+class HandleMismatch(FileChangedError):
+    """The opened handle is not the listed entry (its FSTAT: not a regular file, another size or
+    mtime). ``problem`` says how, naming only what was listed (the opened object may be another
+    partner's file). Rewritten, as far as the inbox is concerned: readiness starts over."""
+
+    def __init__(self, remote_path: str, problem: str) -> None:
+        super().__init__(f"{remote_path} changed while fetching: {problem}")
+        self.problem = problem
+
+
 class FileVanishedError(TransferError):
     """The remote file is gone (withdrawn or moved by someone else). The inbox closes the entry."""
 
@@ -39,6 +49,28 @@ class SessionBroken(TransferError):
     error) while requests were in flight. The fetch has closed it before raising."""
 
     session_dropped = True
+
+
+class RefusedInPlace(TransferError):
+    """The file was refused without being read and left where it is: the ledger records it as
+    quarantined in place with the reason (nothing is moved, nothing deleted). Fetching it again
+    raises this again."""
+
+
+class NotRegularFile(RefusedInPlace):
+    """The path is not the partner's regular file any more: swapped for a symbolic link (or another
+    kind of entry) after it was listed. Found by the handle check (FSTAT after OPEN); no byte of it
+    is kept, the link is never followed again."""
+
+
+class FolderRefused(IntakeError):
+    """A folder the kit would list or write into is not a real directory inside the partner's tree
+    (a symbolic link, a file, missing): nothing is listed there or moved into it. ``reason`` says why."""
+
+    def __init__(self, folder: str, reason: str) -> None:
+        super().__init__(f"folder {folder}: {reason}")
+        self.folder = folder
+        self.reason = reason
 
 
 class MoveError(IntakeError):

@@ -45,8 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from include.intake.errors import (FileChangedError, FileVanishedError, NotAttempted, SessionBroken, TransferError,
-                                   TransferTimeout)
+from include.intake.errors import (FileChangedError, FileVanishedError, HandleMismatch, NotAttempted, SessionBroken,
+                                   TransferError, TransferTimeout)
+from include.intake.links import fstat_problem, handle_problem, refusal
 
 #: 252 KiB requests, 8 in flight: ~2 MiB outstanding = paramiko's default channel window. Bigger
 #: requests cost less Python per byte; OpenSSH's sftp-server answers up to 255 KiB per read (a
@@ -292,8 +293,14 @@ class _Wire:
 
 
 def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int,
-                    max_requests: int, stall_timeout: float, expected_size: int | None = None) -> int:
+                    max_requests: int, stall_timeout: float, expected_size: int | None = None,
+                    expected_mtime: int | None = None, classify: bool = False) -> int:
     """Own pipelined reads of one file into ``out`` and ``digest`` (see the module docstring).
+
+    The handle is checked before any byte is used: an FSTAT goes out with the first reads and must
+    show a regular file of ``expected_size`` bytes and ``expected_mtime`` (when given), else
+    :class:`HandleMismatch` (a :class:`FileChangedError`); with ``classify`` an LSTAT of the path then
+    tells what it is now (:func:`~include.intake.links.refusal`: a link is :class:`NotRegularFile`).
 
     A file-level error (an SFTP status, a changed size, a local write) leaves the session clean:
     owed answers drained, handle closed. A timeout, or a failure of the session, drops it
@@ -311,14 +318,19 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
         with _dropped_on_cut(sftp, remote_path, deadline, stall_timeout, received):
             wire.arm()
             remote = _guarded(sftp.open, remote_path, "rb")
+            check = _HandleCheck(wire, remote.handle, remote_path, expected_size, expected_mtime)
             try:
                 _read_pipelined(wire, remote.handle, remote_path, sink, request_size, max_requests,
-                                expected_size, inflight, received)
+                                expected_size, inflight, received, check)
             except _Cut:
                 raise
-            except Exception:
+            except Exception as exc:
                 _drain(wire, inflight)
+                check.settle()
                 _close_handle(wire, remote, CMD_CLOSE)
+                if classify and isinstance(exc, HandleMismatch):
+                    wire.arm()
+                    raise refusal(remote_path, exc.problem, lambda path: _guarded(sftp.lstat, path)) from None
                 raise
             _drain(wire, inflight)
             _close_handle(wire, remote, CMD_CLOSE)
@@ -332,6 +344,35 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
             pass
     sink.close()
     return received[0]
+
+
+class _HandleCheck:
+    """The FSTAT of one opened handle, sent before its reads (so answered before them): verified at
+    the first answer of the file, before any byte is written or hashed. No round trip of its own."""
+
+    def __init__(self, wire: _Wire, handle: bytes, remote_path: str, expected_size: int | None,
+                 expected_mtime: int | None) -> None:
+        from paramiko.sftp import CMD_FSTAT
+
+        self.wire = wire
+        self.remote_path = remote_path
+        self.expected = (expected_size, expected_mtime)
+        self.num: int | None = wire.send(CMD_FSTAT, handle)
+
+    def verify(self) -> None:
+        if self.num is None:
+            return
+        num, self.num = self.num, None
+        t, msg = self.wire.wait_for(num)
+        problem = fstat_problem(t, msg, self.remote_path, *self.expected)
+        if problem:
+            raise HandleMismatch(self.remote_path, problem)
+
+    def settle(self) -> None:
+        """After an error: the answer is owed, read it unused."""
+        if self.num is not None:
+            num, self.num = self.num, None
+            self.wire.wait_for(num)
 
 
 def _drain(wire: _Wire, inflight: deque) -> None:
@@ -349,7 +390,7 @@ def _close_handle(wire: _Wire, remote: Any, cmd_close: int) -> None:
 
 
 def _read_pipelined(wire: _Wire, handle: bytes, remote_path: str, sink, request_size: int, max_requests: int,
-                    expected_size: int | None, inflight: deque, received: list[int]) -> None:
+                    expected_size: int | None, inflight: deque, received: list[int], check: _HandleCheck) -> None:
     from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
     next_offset = 0
@@ -362,6 +403,7 @@ def _read_pipelined(wire: _Wire, handle: bytes, remote_path: str, sink, request_
             next_offset += request_size
         num, offset, length = inflight.popleft()
         t, msg = wire.wait_for(num)
+        check.verify()  # the first answer of the file: nothing of it is used before the handle is checked
         if t == CMD_STATUS:
             code = msg.get_int()
             if code == SFTP_EOF:
@@ -385,14 +427,23 @@ def _read_pipelined(wire: _Wire, handle: bytes, remote_path: str, sink, request_
                 request_size = max(len(data), 4096)
 
 
-def _sequential_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int) -> int:
+def _sequential_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int,
+                     expected_size: int | None = None, expected_mtime: int | None = None) -> int:
     """``open()`` + ``read()`` for clients without paramiko's internals; the deadline is checked
-    between reads (there is no channel of ours to arm). Timeouts and session failures as in
+    between reads (there is no channel of ours to arm). The handle is checked as in
+    :func:`_pipelined_copy` when the opened file object has ``stat()`` (paramiko's is FSTAT) and the
+    client ``lstat``; one without them cannot be checked. Timeouts and session failures as in
     :func:`_pipelined_copy`."""
     received = [0]
     with _dropped_on_cut(sftp, remote_path, deadline, DEFAULT_STALL_TIMEOUT, received):
         remote = _guarded(sftp.open, remote_path, "rb")
         try:
+            if callable(getattr(remote, "stat", None)):
+                problem = handle_problem(_guarded(remote.stat), expected_size, expected_mtime)
+                if problem:
+                    lstat = getattr(sftp, "lstat", None)
+                    raise (refusal(remote_path, problem, lstat) if callable(lstat)
+                           else HandleMismatch(remote_path, problem))
             while True:
                 if time.monotonic() > deadline:
                     raise _Cut(None)
@@ -417,6 +468,7 @@ def fetch_to_file(
     local_path: str | os.PathLike,
     *,
     expected_size: int | None = None,
+    expected_mtime: int | None = None,
     timeout: float | None = None,
     min_rate: float = DEFAULT_MIN_RATE,
     timeout_floor: float = DEFAULT_TIMEOUT_FLOOR,
@@ -432,6 +484,10 @@ def fetch_to_file(
 
     :param expected_size: size from the listing; a different size at the end means the file changed
         while we read it (:class:`TransferError`).
+    :param expected_mtime: mtime from the listing. The opened handle must match the listing (FSTAT:
+        a regular file of ``expected_size`` bytes and this mtime) before any byte is used; a path
+        swapped for a symbolic link raises :class:`NotRegularFile`, a rewritten file
+        :class:`FileChangedError` (see :mod:`include.intake.links` for what SFTP v3 cannot tell).
     :param timeout: overall bound in seconds; default ``time_bound(expected_size, ...)``.
     :param stall_timeout: longest wait for one answer.
     :raises TransferTimeout: the bound or the stall timeout was exceeded, or the session failed
@@ -453,9 +509,10 @@ def fetch_to_file(
             if pipelined:
                 tune_session(sftp)
                 size = _pipelined_copy(sftp, remote_path, out, digest, deadline, request_size, max_requests,
-                                       stall_timeout, expected_size)
+                                       stall_timeout, expected_size, expected_mtime, classify=True)
             else:
-                size = _sequential_copy(sftp, remote_path, out, digest, deadline, request_size)
+                size = _sequential_copy(sftp, remote_path, out, digest, deadline, request_size, expected_size,
+                                        expected_mtime)
     except TransferError:  # TransferTimeout, SessionBroken: the session has been dropped
         partial.unlink(missing_ok=True)
         raise
@@ -500,7 +557,8 @@ _PROBE_LENGTH = 1
 #: reads and the probe.
 SINGLE_READ_MAX = 32 * 1024 - 1
 
-_OPEN, _READ, _PROBE, _CLOSE, _WHOLE = range(5)
+_OPEN, _READ, _PROBE, _CLOSE, _WHOLE, _FSTAT, _LSTAT = range(7)
+_KIND_NAMES = ("OPEN", "READ", "READ", "CLOSE", "READ", "FSTAT", "LSTAT")
 
 
 @dataclass(frozen=True)
@@ -512,6 +570,7 @@ class FetchJob:
     local_path: str | os.PathLike
     expected_size: int
     timeout: float | None = None  # None: time_bound(expected_size, ...)
+    expected_mtime: int | None = None  # the listing's; None: the handle check compares type and size only
 
 
 @dataclass
@@ -540,13 +599,15 @@ def supports_batch_pipelining(sftp: Any) -> bool:
 
 
 class _File:
-    __slots__ = ("index", "remote", "size", "local", "partial", "bound", "handle", "data", "digest", "reads",
-                 "chunks", "written", "received", "error", "state", "started", "outcome", "saving")
+    __slots__ = ("index", "remote", "size", "mtime", "local", "partial", "bound", "handle", "data", "digest", "reads",
+                 "chunks", "written", "received", "error", "state", "started", "outcome", "saving", "mismatch")
 
     def __init__(self, index: int, job: FetchJob, bound: float) -> None:
         self.index = index
         self.remote = job.remote_path
         self.size = int(job.expected_size)
+        self.mtime = job.expected_mtime
+        self.mismatch: str | None = None  # how the handle differs from the listing (FSTAT), until LSTAT tells why
         self.local = Path(job.local_path)
         self.partial = self.local.with_name(self.local.name + ".partial")
         self.bound = bound
@@ -657,8 +718,13 @@ class _BatchPipeline:
                 f.error = TransferError(f"close of {f.remote}: unexpected SFTP response type {t}")
             self._finalize(f)
         else:
-            f.reads -= 1
-            self._on_read(f, t, msg, kind, offset, length)
+            f.reads -= 1  # FSTAT and LSTAT count as reads: the CLOSE waits for them too
+            if kind == _FSTAT:
+                self._on_fstat(f, t, msg)
+            elif kind == _LSTAT:
+                self._on_lstat(f, t, msg)
+            else:
+                self._on_read(f, t, msg, kind, offset, length)
             if f.reads == 0 and f.state == "reading":
                 if f.error is None and (f.written != f.size or f.chunks):
                     f.error = FileChangedError(f"{f.remote} changed while fetching: listed {f.size} bytes, "
@@ -674,6 +740,9 @@ class _BatchPipeline:
                 self._close_remote(f)
                 return
             f.state = "reading"
+            # The handle check goes out first (answered before the reads): no byte is used unchecked.
+            self._send(f, _FSTAT, p.CMD_FSTAT, f.handle)
+            f.reads += 1
             if f.size <= SINGLE_READ_MAX:
                 self._read(f, 0, f.size + 1, _WHOLE)
                 return
@@ -693,6 +762,36 @@ class _BatchPipeline:
         else:
             f.error = f.error or TransferError(f"open of {f.remote}: unexpected SFTP response type {t}")
         self._finalize(f)  # no handle: nothing to close
+
+    def _on_fstat(self, f: _File, t: int, msg: Any) -> None:
+        """The handle against the listing; a mismatch voids the file (its data is drained unused) and
+        an LSTAT of the path says what it is now (:func:`~include.intake.links.refusal`)."""
+        try:
+            problem = fstat_problem(t, msg, f.remote, f.size, f.mtime)
+        except TransferError as exc:
+            f.error = f.error or exc
+            return
+        if problem is None or f.error is not None:
+            return
+        f.mismatch = problem
+        f.error = HandleMismatch(f.remote, problem)
+        path = self.sftp._adjust_cwd(f.remote) if hasattr(self.sftp, "_adjust_cwd") else f.remote
+        self._send(f, _LSTAT, self.p.CMD_LSTAT, path)
+        f.reads += 1
+
+    def _on_lstat(self, f: _File, t: int, msg: Any) -> None:
+        p = self.p
+
+        def lstat(_path: str):
+            if t == p.CMD_ATTRS:
+                return self.attributes._from_msg(msg)
+            code = msg.get_int() if t == p.CMD_STATUS else None
+            if code == p.SFTP_NO_SUCH_FILE:
+                raise FileNotFoundError(f.remote)
+            raise OSError(f"SFTP status {code}" if code is not None else f"unexpected SFTP response type {t}")
+
+        if isinstance(f.error, HandleMismatch):  # not replaced by a later error meanwhile
+            f.error = refusal(f.remote, f.mismatch or "", lstat)
 
     def _on_read(self, f: _File, t: int, msg: Any, kind: int, offset: int, length: int) -> None:
         p = self.p
@@ -810,7 +909,7 @@ class _BatchPipeline:
         for num in sorted(self.requests):
             f, kind, _, _ = self.requests[num]
             if id(f) in active and f.state != "done":
-                return f, ("OPEN", "READ", "READ", "CLOSE", "READ")[kind]
+                return f, _KIND_NAMES[kind]
         return self.active[0], "request"
 
     def _timeout(self, f: _File, request: str, deadline: float, exc: BaseException | None = None) -> TransferTimeout:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import stat as stat_mod
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -19,10 +20,13 @@ from include.intake.claims import claim_token
 from include.intake.errors import (
     FileChangedError,
     FileVanishedError,
+    FolderRefused,
     LedgerStateError,
     MoveBatchError,
     MoveError,
     NotAttempted,
+    NotRegularFile,
+    RefusedInPlace,
     TransferError,
 )
 from include.intake.fetch import (
@@ -35,6 +39,7 @@ from include.intake.fetch import (
     tune_session,
 )
 from include.intake.ledger import Ledger, LedgerEntry
+from include.intake.links import folder_problems, handle_problem, link_reason, partner_tree
 from include.intake.listing import RemoteEntry, list_folder
 from include.intake.moves import companion_target, rename_many, target_path, unique_suffix
 from include.intake.names import (
@@ -206,6 +211,8 @@ class PartnerInbox:
             self._fetch_kwargs["timeout_floor"] = fetch_timeout_floor
         #: Counters of the cross-file pipeline of the last :meth:`fetch_many` (None: not used).
         self.last_pipeline: PipelineStats | None = None
+        #: Folders checked on this session (:meth:`_folder_problems`): path -> why not usable, or None.
+        self._checked_folders: dict[str, str | None] = {}
         tune_session(sftp)
 
     # ------------------------------------------------------------------------------------------
@@ -223,6 +230,16 @@ class PartnerInbox:
             raise LedgerStateError(f"entry {entry.id} belongs to another partner")
         return entry
 
+    def _folder_problems(self, folders: list[str]) -> dict[str, str | None]:
+        """Why each folder must not be listed or written into (None: a real directory inside the
+        partner's tree, see :func:`include.intake.links.folder_problems`). Checked once per folder
+        and session (the inbox's): the first use pays one round trip for all new folders. A folder
+        swapped for a link later in the same session is not seen: the residual of checking per session."""
+        new = [folder for folder in dict.fromkeys(folders) if folder not in self._checked_folders]
+        if new:
+            self._checked_folders.update(folder_problems(self.sftp, new, partner_tree(self.folders)))
+        return {folder: self._checked_folders[folder] for folder in folders}
+
     def _doc_type_info(self, doc_type: str | None) -> tuple[str | None, str | None]:
         for candidate in self.partner.document_types:
             if candidate.type == doc_type:
@@ -234,17 +251,31 @@ class PartnerInbox:
         """List the inbound folder once, update the readiness observations, claim what is ready.
 
         Quarantines at once what can never become a valid document: unsafe names and files that are
-        complete but match no document type (``result.rejected``). Temporary names are left alone.
+        complete but match no document type (``result.rejected``). Symbolic links (and anything else
+        that is neither a regular file nor a folder) are refused too, recorded as quarantined and
+        left in place: a link is not the partner's file. Temporary names are left alone.
+
+        :raises FolderRefused: the inbound folder is not a real directory inside the partner's tree
+            (e.g. a symbolic link into another partner's folder): nothing is listed.
         """
         readiness = self.partner.readiness
-        entries = list_folder(self.sftp, self.folders.inbound)
-        names = {entry.name for entry in entries}
+        inbound = self.folders.inbound
+        problem = self._folder_problems([inbound])[inbound]
+        if problem:
+            raise FolderRefused(inbound, problem)
+        entries = list_folder(self.sftp, inbound)
+        names = {entry.name for entry in entries if entry.is_file}  # a link never counts as a marker or manifest
         result = PollResult()
         now = self.clock()
         candidates: list[RemoteEntry] = []
         for remote in entries:
+            if remote.is_dir:
+                continue  # sub-folders (e.g. catalog/) are not deliveries
             if not remote.is_file:
-                continue  # sub-folders and links are not deliveries
+                rejected = self._reject(remote, link_reason(remote.name, remote.mode), addressable=False)
+                if rejected:
+                    result.rejected.append(rejected)
+                continue
             verdict = classify_name(remote.name, readiness.temp_suffixes, names)
             if verdict.kind == "unsafe":
                 rejected = self._reject(remote, verdict.reason or "unsafe file name",
@@ -344,15 +375,20 @@ class PartnerInbox:
         :raises TransferError: the transfer failed or exceeded its time bound. After a
             ``TransferTimeout`` or ``SessionBroken`` the session has been dropped (``session_dropped``):
             nothing more goes over it. The entry stays ``ready`` with the error recorded, for a retry;
-            except ``FileChangedError`` (back to ``seen``: readiness starts over) and
-            ``FileVanishedError`` (entry closed as ``vanished``).
+            except ``FileChangedError`` (back to ``seen``: readiness starts over),
+            ``FileVanishedError`` (entry closed as ``vanished``) and ``NotRegularFile`` (the opened
+            handle is not the listed regular file and the path is now a symbolic link: nothing of it
+            is kept, the entry is closed as quarantined with the reason, the link left in place).
         """
         entry = self._own(item)
         self._check_fetchable(entry)
         local = self._staging_path(entry)
         try:
             result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
-                                   timeout=timeout, **self._fetch_kwargs)
+                                   expected_mtime=entry.mtime, timeout=timeout, **self._fetch_kwargs)
+        except NotRegularFile as exc:
+            self._quarantine_entry(entry, str(exc), movable=False)
+            raise
         except FileChangedError as exc:
             self.ledger.release_claim(entry.id, str(exc))  # still being written: judge it again
             raise
@@ -413,6 +449,9 @@ class PartnerInbox:
             raise FileVanishedError(entry.error or f"{entry.remote_path} vanished before it could be fetched")
         if entry.status == L.SEEN and entry.is_open and entry.error:
             raise FileChangedError(f"{entry.remote_path} is being rewritten; it is fetched once stable again")
+        if entry.status == L.QUARANTINED and entry.closed_at is not None and entry.final_path is None \
+                and entry.sha256 is None:
+            raise RefusedInPlace(entry.error or f"{entry.remote_path} was refused and left in place")
         if not entry.is_open or entry.status not in (L.READY, L.FETCHED):
             raise LedgerStateError(f"entry {entry.id} ({entry.file_name}) is {entry.status}, not fetchable")
 
@@ -429,8 +468,9 @@ class PartnerInbox:
 
         Returns (fetched files in the order given, ``{entry_id: exception}`` for the others). Per
         file, as :meth:`fetch`: ``FileChangedError`` (claim released: readiness starts over),
-        ``FileVanishedError`` (entry closed as vanished), any other ``TransferError`` (error recorded,
-        entry stays claimed), ``LedgerStateError`` (not fetchable). A ``TransferTimeout`` or a
+        ``FileVanishedError`` (entry closed as vanished), ``NotRegularFile`` (swapped for a link:
+        closed as quarantined in place), any other ``TransferError`` (error recorded, entry stays
+        claimed), ``LedgerStateError`` (not fetchable). A ``TransferTimeout`` or a
         ``SessionBroken`` has dropped the session: the batch stops there, the files after it get :class:`NotAttempted`
         (entries untouched), and moves the batch still owes (duplicates, manifest mismatches) are
         recorded as intents without renaming, for :meth:`resume_unfinished` over a new session. A
@@ -471,6 +511,10 @@ class PartnerInbox:
         try:
             for index, (entry, local, result) in enumerate(transfers):
                 if isinstance(result, NotAttempted):  # the session timed out on a later file of the window
+                    errors[entry.id] = result
+                    continue
+                if isinstance(result, NotRegularFile):  # swapped for a link: refused, left in place
+                    self._quarantine_entry(entry, str(result), movable=False)
                     errors[entry.id] = result
                     continue
                 if isinstance(result, FileChangedError):
@@ -562,7 +606,8 @@ class PartnerInbox:
                     end += 1
                 run = todo[index:end]
                 locals_ = [self._staging_path(entry) for entry in run]
-                jobs = [FetchJob(entry.remote_path, local, entry.size, timeout) for entry, local in zip(run, locals_)]
+                jobs = [FetchJob(entry.remote_path, local, entry.size, timeout, entry.mtime)
+                        for entry, local in zip(run, locals_)]
                 batch = fetch_many_to_files(self.sftp, jobs, stats=self.last_pipeline, **self._fetch_kwargs)
                 try:
                     for position, result in batch:
@@ -577,7 +622,7 @@ class PartnerInbox:
             local = self._staging_path(entry)
             try:
                 result = fetch_to_file(self.sftp, entry.remote_path, local, expected_size=entry.size,
-                                       timeout=timeout, **self._fetch_kwargs)
+                                       expected_mtime=entry.mtime, timeout=timeout, **self._fetch_kwargs)
             except TransferError as exc:
                 result = exc
             yield entry, local, result
@@ -586,14 +631,9 @@ class PartnerInbox:
             index += 1
 
     def _manifest_mismatch(self, entry: LedgerEntry, manifest_name: str, sha256: str) -> str | None:
-        manifest_path = posixpath.join(self.folders.inbound, manifest_name)
-        try:
-            with self.sftp.open(manifest_path, "rb") as handle:
-                raw = handle.read(MAX_MANIFEST_BYTES + 1)
-        except FileNotFoundError:
-            return f"checksum manifest {manifest_name} is missing"
-        except OSError as exc:
-            return f"checksum manifest {manifest_name} cannot be read: {exc}"
+        raw = self._read_manifest(posixpath.join(self.folders.inbound, manifest_name), manifest_name)
+        if isinstance(raw, str):
+            return raw
         if len(raw) > MAX_MANIFEST_BYTES:
             return f"checksum manifest {manifest_name} is larger than {MAX_MANIFEST_BYTES} bytes"
         expected = manifest_digest(raw.decode("utf-8", "replace"), entry.file_name)
@@ -604,6 +644,26 @@ class PartnerInbox:
         if manifest_name not in entry.companions:
             self.ledger.set_companions(entry.id, [*entry.companions, manifest_name])
         return None
+
+    def _read_manifest(self, path: str, name: str) -> bytes | str:
+        """The manifest's first bytes, or why it cannot be used. Never through a link: its lstat must be
+        a regular file and the opened handle (FSTAT) must match that lstat (size, mtime), else another
+        partner's manifest could vouch for this file (two round trips more than a plain read; only
+        files with a manifest pay them)."""
+        try:
+            listed = self.sftp.lstat(path)
+            mode = listed.st_mode or 0
+            if not stat_mod.S_ISREG(mode):
+                what = "a symbolic link" if stat_mod.S_ISLNK(mode) else "not a regular file"
+                return f"checksum manifest {name} is {what}: refused (never followed)"
+            with self.sftp.open(path, "rb") as handle:
+                if handle_problem(handle.stat(), listed.st_size, listed.st_mtime):
+                    return f"checksum manifest {name} was replaced while it was read: refused"
+                return handle.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            return f"checksum manifest {name} is missing"
+        except OSError as exc:
+            return f"checksum manifest {name} cannot be read: {exc}"
 
     # ---- outcome bookkeeping ---------------------------------------------------------------------
     def mark_validated(self, item: Any, *, tg_item_id: str | None = None) -> LedgerEntry:
@@ -734,10 +794,22 @@ class PartnerInbox:
                        ) -> dict[int, MoveError]:
         """Rename files, then their companions, to the recorded targets (pipelined, retry-safe).
         Returns the entries whose file could not be moved; a companion that cannot be moved is
-        logged and does not block its document."""
-        source_paths = source_paths or {}
-        results = rename_many(self.sftp, [(source_paths.get(e.id) or e.remote_path, e.final_path) for e in entries])
-        failures = {e.id: result for e, result in zip(entries, results) if isinstance(result, MoveError)}
+        logged and does not block its document.
+
+        Nothing is renamed out of or into a folder that is not a real directory inside the partner's
+        tree (a symbolic link would take the file into another partner's tree while the ledger
+        records the intended path): such an entry gets a :class:`MoveError`, its file stays where it is."""
+        sources = {e.id: (source_paths or {}).get(e.id) or e.remote_path for e in entries}
+        problems = self._folder_problems([posixpath.dirname(path) for e in entries
+                                          for path in (sources[e.id], e.final_path)])
+        failures: dict[int, MoveError] = {}
+        for e in entries:
+            problem = problems[posixpath.dirname(sources[e.id])] or problems[posixpath.dirname(e.final_path)]
+            if problem:
+                failures[e.id] = MoveError(f"refusing to move {sources[e.id]} to {e.final_path}: {problem}")
+        movable = [e for e in entries if e.id not in failures]
+        results = rename_many(self.sftp, [(sources[e.id], e.final_path) for e in movable])
+        failures.update({e.id: result for e, result in zip(movable, results) if isinstance(result, MoveError)})
         companions = [(e, companion) for e in entries if e.id not in failures for companion in e.companions]
         pairs = [(posixpath.join(posixpath.dirname(e.remote_path), companion),
                   companion_target(e.final_path, e.file_name, companion)) for e, companion in companions]

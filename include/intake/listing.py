@@ -1,4 +1,7 @@
-"""Folder listing: exactly one ``listdir_attr`` round trip per folder and poll, never a stat per file."""
+"""Folder listing: exactly one ``listdir_attr`` round trip per folder and poll, never a stat per file.
+
+The attributes are the server's ``lstat`` of each entry (OpenSSH's READDIR does not follow links), so a
+symbolic link is listed as a link (``is_link``), never as the file it points at."""
 from __future__ import annotations
 
 import posixpath
@@ -15,16 +18,17 @@ class RemoteEntry:
     path: str
     size: int
     mtime: int
-    is_file: bool
+    is_file: bool  # a regular file (a link to one is not)
     is_dir: bool
+    mode: int = 0  # st_mode as listed
 
 
 def list_folder(sftp: Any, folder: str) -> list[RemoteEntry]:
     """List ``folder`` with a single ``listdir_attr`` call.
 
     :param sftp: a paramiko ``SFTPClient`` or any object with a compatible ``listdir_attr``.
-    :return: entries sorted by name; directories and symlinks are reported too (``is_file`` False)
-        so callers can ignore them explicitly. ``path`` is built by joining the raw name: callers
+    :return: entries sorted by name; directories, symlinks and other non-regular entries are reported
+        too (``is_file`` False, ``mode`` says what they are) so callers can refuse or ignore them explicitly. ``path`` is built by joining the raw name: callers
         must not use it for names judged unsafe (see :func:`include.intake.names.unsafe_name_reason`).
     """
     try:
@@ -49,6 +53,7 @@ def list_folder(sftp: Any, folder: str) -> list[RemoteEntry]:
                 mtime=int(attr.st_mtime or 0),
                 is_file=stat_mod.S_ISREG(mode),
                 is_dir=stat_mod.S_ISDIR(mode),
+                mode=mode,
             )
         )
     entries.sort(key=lambda entry: entry.name)
