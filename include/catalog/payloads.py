@@ -18,10 +18,11 @@ the attachment holds of how many, and the full diff can be recomputed from the s
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from include.catalog import tables as t
+from include.catalog.store import as_utc
 from include.exchange import cases
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,8 +55,6 @@ def diff_item_ref(tg_partner_id: str, kind: str, sha256: str) -> str:
 
 def due_at(version: dict[str, Any], deadline_hours: int) -> str:
     # From the receipt, not from "now": a rerun must send the same body (same Idempotency-Key).
-    from include.catalog.store import as_utc
-
     return (as_utc(version["received_at"]) + timedelta(hours=deadline_hours)).isoformat(timespec="seconds")
 
 
@@ -134,17 +133,20 @@ def version_case_post(partner: Partner, version: dict[str, Any], ctx: RunContext
         report_json=json.dumps(summary.get("report") or summary, indent=2, sort_keys=True, default=str),
         next_step="It will not be loaded. Please send a corrected file.",
         metadata={"kind": version["kind"], "file_name": version["file_name"], "sha256": version["sha256"],
-                  "catalog_version_id": version["id"], "dag_id": ctx.dag_id, "run_id": ctx.run_id})
+                  "catalog_version_id": version["id"], "dag_id": ctx.dag_id, "run_id": ctx.run_id},
+        due_from=as_utc(version["received_at"]))
 
 
-def rejected_name_post(partner: Partner, entry_id: int, file_name: str, reason: str, ctx: RunContext) -> dict[str, Any]:
-    """The validation_failure case of a file refused from its listing alone (unsafe name, no kind)."""
+def rejected_name_post(partner: Partner, entry_id: int, file_name: str, reason: str, ctx: RunContext, *,
+                       seen_at: datetime) -> dict[str, Any]:
+    """The validation_failure case of a file refused from its listing alone (unsafe name, no kind);
+    due from when the ledger first saw it."""
     return cases.validation_failure_post(
         partner, use_case=USE_CASE, subject=rejected_subject(entry_id), file_name=file_name,
         label="Catalog file", reason_code="rejected_name", summary=f"The file was refused before reading: {reason}.",
         report_json=None, next_step="It will not be loaded. Please send it again under a catalog file name.",
         metadata={"kind": "unknown", "file_name": file_name, "sha256": None, "dag_id": ctx.dag_id,
-                  "run_id": ctx.run_id})
+                  "run_id": ctx.run_id}, due_from=seen_at)
 
 
 def superseded_action(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

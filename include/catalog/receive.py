@@ -201,7 +201,8 @@ def case_posts(run: InboundRun, entries: list[LedgerEntry]) -> tuple[list[dict],
                      ledger_entry_id=entry.id, run_id=run.ctx.run_id)
         if entry.sha256 is None:
             reason = entry.error or "refused"
-            posts.append(rejected_name_post(run.partner, entry.id, entry.file_name, reason, run.ctx))
+            posts.append(rejected_name_post(run.partner, entry.id, entry.file_name, reason, run.ctx,
+                                            seen_at=entry.first_seen_at))
             items.append(PlannedItem(ItemRecord(subject_key=rejected_subject(entry.id), file_name=entry.file_name, **facts)))
             continue
         version = store.find_version(run.engine, run.partner.key, entry.doc_type or "", entry.sha256)

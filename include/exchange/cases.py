@@ -52,11 +52,13 @@ def post_request(payload: dict[str, Any], *, attachments=(), actions=()) -> dict
 
 def validation_failure_post(partner: Partner, *, use_case: str, subject: str, file_name: str, label: str,
                             reason_code: str, summary: str, report_json: str | None, next_step: str,
-                            metadata: dict[str, Any], due_in: timedelta | None = timedelta(days=2)) -> dict:
+                            metadata: dict[str, Any], due_in: timedelta | None = timedelta(days=2),
+                            due_from: datetime | None = None) -> dict:
     """A quarantined file's validation_failure case (requires the partner's acknowledgement).
 
     ``subject`` names the file version (document and content), so each bad version has one case;
-    ``next_step`` tells the partner what to send instead.
+    ``next_step`` tells the partner what to send instead. ``due_at`` is ``due_in`` after ``due_from``
+    (default: now); a stored moment (the receipt) makes a rebuilt case the same body byte for byte.
     """
     payload = {
         "partner_id": partner.tg_partner_id,
@@ -70,7 +72,7 @@ def validation_failure_post(partner: Partner, *, use_case: str, subject: str, fi
         "metadata": {**metadata, "reason_code": reason_code},
     }
     if due_in is not None:
-        payload["due_at"] = (datetime.now(timezone.utc) + due_in).isoformat(timespec="seconds")
+        payload["due_at"] = ((due_from or datetime.now(timezone.utc)) + due_in).isoformat(timespec="seconds")
     return post_request(payload, attachments=[report_attachment(file_name, report_json)] if report_json else [])
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,10 +111,13 @@ def test_a_case_lost_before_posting_is_sent_again_by_the_next_attempt(db, sftp, 
     receive returns the same case (built from what was stored), and it is posted once."""
     enterprise, _ = hooks
     bad = put(sftp, "price_list_lost.csv", BAD, "2026-11-21T09:00:00+00:00")
+    stray = put(sftp, "notes_lost.txt", [], "2026-11-21T10:00:00+00:00")
     run = run_of("scheduled__lost")
     first = receive(run, DAY1)
+    time.sleep(1.1)  # not a race: the rebuilt cases must not depend on the moment they are built (due_at)
     retried = receive(run, DAY1)
-    assert retried.cases == first.cases and retried.cases[0]["payload"]["metadata"]["file_name"] == bad
+    assert retried.cases == first.cases and len(retried.cases) == 2
+    assert sorted(c["payload"]["metadata"]["file_name"] for c in retried.cases) == sorted([bad, stray])
     publish(run, enterprise, retried)
     assert receive(run, DAY1).cases == []
 
