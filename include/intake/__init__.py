@@ -2,7 +2,7 @@
 
 Plain Python over an SFTP client session: a paramiko ``SFTPClient`` (in Airflow, from
 ``SFTPHook(partner.sftp_conn_id).get_managed_conn()``) or any object with ``listdir_attr``,
-``open``, ``stat`` and ``posix_rename``. Nothing here imports Airflow, so it is tested with a bare
+``open``, ``stat``, ``lstat`` and ``posix_rename``. Nothing here imports Airflow, so it is tested with a bare
 paramiko client against a real sshd.
 
 The facade is :class:`PartnerInbox` (one partner, one session, one ledger)::
@@ -47,6 +47,11 @@ Rules it enforces:
   (seen → ready → fetched → validated → archived | quarantined | duplicate), sha256, TG item id,
   error and final path. Unique constraints make the claim safe for overlapping runs and detect an
   identical re-delivery (same partner + sha256) as a duplicate of the original entry.
+- **Links are never followed** (:mod:`include.intake.links`): a symbolic link in inbound is refused
+  at listing (recorded as quarantined, left in place); a fetched file's handle (FSTAT) must match
+  its listing (regular file, size, mtime), so a file swapped for a link is refused before any byte
+  is used; folders are listed or renamed into only when they and every folder above them in the
+  partner's tree are real directories (checked once per session).
 - **Moves** rename into archive/ or quarantine/ as ``NAME.<utc timestamp>.<sha8>`` (markers and
   manifests move along with the same suffix), after recording the intent in the ledger; renames are
   retry-safe and nothing is ever deleted on the server.
@@ -57,11 +62,15 @@ Every result type (``ReadyFile``, ``FetchedFile``) is a frozen dataclass with ``
 from include.intake.errors import (
     FileChangedError,
     FileVanishedError,
+    FolderRefused,
+    HandleMismatch,
     IntakeError,
     LedgerStateError,
     MoveBatchError,
     MoveError,
     NotAttempted,
+    NotRegularFile,
+    RefusedInPlace,
     SessionBroken,
     TransferError,
     TransferTimeout,
@@ -78,6 +87,8 @@ __all__ = [
     "FileChangedError",
     "FileVanishedError",
     "FetchedFile",
+    "FolderRefused",
+    "HandleMismatch",
     "IntakeError",
     "Ledger",
     "LedgerEntry",
@@ -85,9 +96,11 @@ __all__ = [
     "MoveBatchError",
     "MoveError",
     "NotAttempted",
+    "NotRegularFile",
     "PartnerInbox",
     "PollResult",
     "ReadyFile",
+    "RefusedInPlace",
     "Rejected",
     "RemoteEntry",
     "ResumeReport",
