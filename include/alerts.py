@@ -9,9 +9,10 @@ plus the registry contacts with role ``alerts`` of the partner the task worked f
 Mail goes through the Airflow connection ``smtp_default`` (host, port, login/password, extra
 ``{"from_email", "starttls", "ssl"}``) or, without one, ``SMTP_HOST``/``SMTP_PORT`` from the env.
 
-Nothing secret reaches the log or the mail: the exception text is scrubbed of credentials in URLs and
-of ``password=``/``secret=``/``token=`` style values before it is used, and connection objects are
-never rendered.
+Nothing secret reaches the log or the mail: the exception text goes through :func:`scrub_secrets`
+(credentials in URLs, secret-named keys' values in any quoting: key=value, JSON, reprs, YAML, query
+strings; PEM blocks; bare TG tokens, JWTs, Bearer values) before it is used, and connection objects
+are never rendered. The kit scrubs the texts it puts in the ledger and in TG cases the same way.
 """
 
 from __future__ import annotations
@@ -28,19 +29,83 @@ SMTP_CONN_ID = "smtp_default"
 RECIPIENTS_VARIABLE = "alert_email_to"
 DEFAULT_FROM = "airflow-alerts@localhost"
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?i)\b(?P<key>[\w-]*(?:password|passwd|secret|token|api[_-]?key|private[_-]?key|authorization)[\w-]*)"
-    r"(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>(?:Bearer\s+)?[^\s'\",;&}]+)"
+# What a secret's key looks like: client_secret, X-Api-Key, access_token, DB_PASSWORD, Authorization.
+# A word that contains one of these, taken whole and never given back (possessive): "[\w-]*word[\w-]*"
+# backtracks quadratically on a long word that is not followed by a separator.
+_SECRET_KEY = (
+    r"(?=[\w-]*?(?:password|passwd|passphrase|secret|token|api[_-]?key|private[_-]?key|authorization|credentials?))"
+    r"[\w-]++"
 )
-_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
+# ... unless the key names something about the secret, not the secret (token_url, token_type, password_file).
+_NOT_A_SECRET_KEY = re.compile(
+    r"(?i)[_-](?:url|uri|endpoint|type|ttl|seconds|count|expires(?:_in)?|expiry|length|path|file|name)$"
+)
+# A secret's value, in every quoting a log line, JSON, a Python repr, YAML or a query string uses.
+_SECRET_VALUE = (
+    r'\\"(?:[^"\\\n]|\\(?!")[^\n])*(?:\\"|$)'  # \"…\": JSON inside a JSON string
+    r'|"(?:[^"\\\n]|\\.)*"?'  # "…" with JSON escapes (unterminated: a truncated text)
+    r"|'(?:[^'\\\n]|\\.)*'?"  # '…'
+    r"|(?!(?:null|None|true|false)\b)(?![{\[])(?:(?:Bearer|Basic|Token|Digest)\s+)?[^\s'\",;&})\]]+"  # bare
+)
+_SECRETS = re.compile(
+    # An external_ref (tg1:<use case>:<partner>:<subject>:<reason>) is matched first and kept whole: a
+    # subject such as "secret-plan" followed by ":notify" is not a key and a value.
+    r"(?P<ref>(?<![\w.-])tg1(?::[\w.-]+){4})"
+    r"|(?P<pem>-----BEGIN [A-Z ]+-----.*?(?:-----END [A-Z ]+-----|\Z))"
+    # (The lookbehinds start a match only where a word starts: else every letter of a long word
+    # would start a scan to its end, quadratic in the text's length.)
+    r"|(?P<url>(?P<scheme>(?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@)"
+    # YAML or a header dump: a line "password: two words" hides the rest of the line.
+    rf"|^(?P<lead>[ \t]*(?:-[ \t]+)?)(?P<ykey>{_SECRET_KEY})(?P<ysep>[ \t]*:[ \t]+)(?P<yvalue>[^\s'\"{{\[][^\n]*)"
+    rf"|(?<![\w-])(?P<key>{_SECRET_KEY})(?P<keyquote>\\?['\"])?(?P<sep>\s*[=:]\s*)(?P<value>{_SECRET_VALUE})"
+    # Bare tokens: the sandbox's tg1.<payload>.<signature> (also cut short), JWTs, "Bearer <token>".
+    r"|(?P<token>(?<![\w.-])tg1\.[\w-]{16,}(?:\.[\w-]*)?"
+    r"|(?<![\w.-])eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*)"
+    r"|(?P<bearer>\b[Bb]earer\s+)[\w.~+/=-]{8,}",
+    re.IGNORECASE | re.MULTILINE | re.DOTALL,
+)
+
+
+def _masked_value(value: str) -> str:
+    """``***`` in the value's own quoting; an auth scheme (``Bearer``) stays readable."""
+    for quote in ('\\"', '"', "'"):
+        if value.startswith(quote):
+            return f"{quote}***{quote}" if len(value) > len(quote) and value.endswith(quote) else f"{quote}***"
+    scheme = re.match(r"(?i)(?:Bearer|Basic|Token|Digest)\s+", value)
+    return f"{scheme.group(0)}***" if scheme else "***"
+
+
+def _mask(match: re.Match) -> str:
+    kind = match.lastgroup
+    if kind == "ref":
+        return match.group(0)
+    if kind in ("pem", "token"):
+        return "***"
+    if kind == "bearer":
+        return f"{match.group('bearer')}***"
+    if match.group("url"):
+        return f"{match.group('scheme')}***@"
+    if match.group("ykey"):
+        key = match.group("ykey")
+        kept = _NOT_A_SECRET_KEY.search(key)
+        return match.group(0) if kept else f"{match.group('lead')}{key}{match.group('ysep')}***"
+    key = match.group("key")
+    if _NOT_A_SECRET_KEY.search(key):
+        return match.group(0)
+    return f"{key}{match.group('keyquote') or ''}{match.group('sep')}{_masked_value(match.group('value'))}"
 
 
 def scrub_secrets(text: str) -> str:
-    """Return ``text`` with credentials in URLs, ``key=secret`` pairs and PEM blocks replaced by ***."""
-    text = _PEM_BLOCK.sub("***", text)
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
-    return _KEY_VALUE_SECRET.sub(lambda m: f"{m.group('key')}{m.group('sep')}{m.group('quote')}***", text)
+    """Return ``text`` with credentials replaced by ``***``.
+
+    Hidden: credentials in URLs; the value of any key naming a password, secret, token, API key,
+    private key, credentials or authorization, as ``key=value``, ``key: value``, JSON (also escaped
+    inside a JSON string), a Python repr, YAML or a query string, quoted or not; PEM blocks; bare TG
+    tokens (``tg1.<payload>.<signature>``), JWTs and ``Bearer <token>``. Kept: external refs
+    (``tg1:<use case>:…``, a colon, not a dot), digests, file names, keys about a secret
+    (``token_url``, ``token_type``).
+    """
+    return _SECRETS.sub(_mask, text)
 
 
 @dataclass(frozen=True)
