@@ -69,6 +69,7 @@ class WorkbookLimits:
     max_record_elements: int = 65_536  # inside one row or shared string
     max_record_chars: int = 16 * _MiB
     max_token_bytes: int = _MiB  # one tag, comment or processing instruction
+    max_elements: int = 24_000_000  # in all parts, with comments: bounds the scan's time (~0.5 us each)
     allow_hyperlinks: bool = True  # external relationships of type hyperlink (followed only on a click)
 
 
@@ -128,17 +129,18 @@ def _inspect_archive(archive, limits: WorkbookLimits) -> None:
     if "[Content_Types].xml" not in names:
         raise UnreadableFile(NOT_XLSX, "not an .xlsx workbook: it has no [Content_Types].xml")
     package = _Package(limits)
-    scan_part(archive, names["[Content_Types].xml"], limits, tree=True, collect=package.content_type)
+    budget = limits.max_elements
+    budget -= scan_part(archive, names["[Content_Types].xml"], limits, budget=budget, tree=True, collect=package.content_type)
     for info in infos:
         if info.filename.lower().endswith(".rels"):
             package.source = posixpath.dirname(posixpath.dirname(info.filename))  # xl/_rels/x.rels: relative to xl/
-            scan_part(archive, info, limits, tree=True, collect=package.relationship)
+            budget -= scan_part(archive, info, limits, budget=budget, tree=True, collect=package.relationship)
     package.check()
     for info in infos:
         if info.filename == "[Content_Types].xml" or info.filename.lower().endswith(".rels") or info.is_dir():
             continue
         if _looks_like_xml(archive, info):
-            scan_part(archive, info, limits, tree=info.filename in package.tree_parts or None)
+            budget -= scan_part(archive, info, limits, budget=budget, tree=info.filename in package.tree_parts or None)
 
 
 # ------------------------------------------------------------------------------------------- the zip

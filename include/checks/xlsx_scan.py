@@ -37,16 +37,18 @@ _DIGITS = "0123456789"
 _BLOCK = 1 << 20
 
 
-def scan_part(archive, info, limits: WorkbookLimits, *, tree: bool | None, collect=None) -> None:
-    """Stream one part through expat with a :class:`_PartScan`, in blocks of 1 MiB.
+def scan_part(archive, info, limits: WorkbookLimits, *, budget: int, tree: bool | None, collect=None) -> int:
+    """Stream one part through expat with a :class:`_PartScan`, in blocks of 1 MiB; return its events.
 
+    :param budget: elements, comments and processing instructions the part may still have (what is
+        left of ``max_elements`` for the workbook: parse time is per event more than per byte).
     :param tree: True for a part openpyxl loads whole, None to decide by its root element (a worksheet
         or shared strings root is streamed). :param collect: ``collect(local_name, attrs)`` for each
         element outside rows and strings ([Content_Types].xml, relationships).
     """
     import pyexpat
 
-    scan = _PartScan(info, limits, tree, collect)
+    scan = _PartScan(info, limits, tree, collect, budget)
     parser = pyexpat.ParserCreate(namespace_separator=" ")
     scan.attach(parser)
     fed = 0
@@ -63,6 +65,7 @@ def scan_part(archive, info, limits: WorkbookLimits, *, tree: bool | None, colle
                                  f"(line {exc.lineno}, column {exc.offset}: {pyexpat.ErrorString(exc.code)})",
                                  {"part": shown(info.filename), "line": exc.lineno}) from None
     scan.finish()
+    return scan.events
 
 
 class _PartScan:
@@ -74,11 +77,12 @@ class _PartScan:
     (*kept*: elements, text, attributes). Rows, cells and dimensions count in every part.
     """
 
-    def __init__(self, info, limits: WorkbookLimits, tree: bool | None, collect) -> None:
+    def __init__(self, info, limits: WorkbookLimits, tree: bool | None, collect, budget: int) -> None:
         self.part, self.size, self.limits, self.tree, self.collect = shown(info.filename), info.file_size, limits, tree, collect
         self.max_record_elements, self.max_record_chars = limits.max_record_elements, limits.max_record_chars
         self.max_cell_chars, self.max_string_chars = 2 * limits.max_string_chars, limits.max_string_chars
         self.parser = None
+        self.budget, self.events = budget, 0  # events: kept elements, whole records, comments counted so far
         self.last_event = self.depth = 0
         self.open_rows: list[list[int]] = []  # [depth, cells, last column] of each open row element
         self.record_depth = self.cell_depth = 0  # depth of the outermost open record / of the open cell
@@ -102,6 +106,7 @@ class _PartScan:
 
     def other(self, *_: Any) -> None:
         self.last_event = self.parser.CurrentByteIndex
+        self._count(1)
 
     def start(self, name: str, attrs: dict) -> None:
         depth = self.depth = self.depth + 1
@@ -138,6 +143,8 @@ class _PartScan:
         if depth == self.record_depth:
             self.record_depth, self.in_string = 0, False
             self._cells_so_far()
+            if not self.tree:  # a tree part counts each element as it is kept
+                self._count(self.record_elements + 1)
         self.watch = max(self.cell_depth, rows[-1][0] if rows else self.record_depth)
 
     def text(self, data: str) -> None:
@@ -176,8 +183,14 @@ class _PartScan:
             over(self.size, self.limits.max_tree_part_bytes, XLSX_MARKUP_TOO_LARGE,
                   f"the part {self.part} is read whole and is {{value:,}} bytes; the limit is {{limit:,}}")
 
+    def _count(self, events: int) -> None:
+        self.events += events
+        if self.events > self.budget:
+            self._markup(f"more XML elements than the {self.limits.max_elements:,} a workbook may have in all")
+
     def _keep(self, name: str, attrs: dict) -> None:
         self.last_event = self.parser.CurrentByteIndex
+        self._count(1)
         self.kept_elements += 1
         if self.kept_elements > self.limits.max_tree_elements:
             self._markup(f"more than {self.limits.max_tree_elements:,} elements a reader keeps in memory")

@@ -280,6 +280,13 @@ def test_cells_strings_and_kept_markup_have_caps(tmp_path):
     cell = xlsx_worksheet([BODY, b'<row r="9"><c r="A9" t="inlineStr"><is><t>' + b"w" * 70_000 + b"</t></is></c></row>"])
     assert _refusal(write_xlsx_package(tmp_path / "l.xlsx", cell)).reason_code == "xlsx_string_too_long"
 
+    # parse time goes by events more than bytes: elements (in records too) and comments share one budget
+    few = replace(DEFAULT_LIMITS, max_elements=1_000)
+    for name, pieces in (("deep", b'<row r="9"><c r="A9">' + b"<a/>" * 1_000 + b"</c></row>"), ("comments", b"<!---->" * 1_000)):
+        error = _refusal(write_xlsx_package(tmp_path / f"{name}.xlsx", xlsx_worksheet([BODY, pieces])), few)
+        assert error.reason_code == "xlsx_markup_too_large" and "in all" in error.message, name
+    inspect_workbook(write_xlsx_package(tmp_path / "fine.xlsx", xlsx_worksheet([BODY, b"<!---->" * 500])), few)
+
 
 def test_zip_directory_is_checked_before_zipfile_trusts_it(tmp_path):
     path = tmp_path / "many.xlsx"
