@@ -88,7 +88,9 @@ def fetch_and_validate(run: InboundRun, inbox: PartnerInbox, sftp: Any, entry_id
             else:  # quarantined at fetch: manifest mismatch
                 outcomes.append(Outcome.of_entry(entry, FAILED, reason=item.reason, reason_code="manifest_mismatch"))
         for entry_id, error in errors.items():
-            outcomes.append(Outcome.of_entry(current[entry_id], TRANSFER_FAILED, reason=error))
+            # Refused in place (a link, not the partner's file): quarantined by the ledger, a validation case.
+            kind = REJECTED if current[entry_id].status == "quarantined" else TRANSFER_FAILED
+            outcomes.append(Outcome.of_entry(current[entry_id], kind, reason=error))
     outcomes.extend(validate(run, to_check))
     return outcomes
 

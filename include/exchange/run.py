@@ -182,14 +182,15 @@ def fetch_with_retries(run: InboundRun, inbox: PartnerInbox, sftp: Any, entries:
                        sleep: Callable[[float], None] = time.sleep) -> tuple[list[FetchedFile], dict[int, str]]:
     """Fetch ``entries`` over the session, again for the failed ones, up to ``ctx.fetch_attempts`` times.
 
-    Returns (fetched files, ``{entry_id: error text}`` of those that failed every attempt). A
-    timed-out transfer or a dead session raises :class:`SessionLost`; an error that is not a
+    Returns (fetched files, ``{entry_id: error text}`` of those that failed every attempt, or were
+    refused in place — a link, not a file: the ledger has them quarantined, trying again is pointless).
+    A timed-out transfer or a dead session raises :class:`SessionLost`; an error that is not a
     transfer error (a ledger state or move error) is raised as it is.
     """
-    from include.intake import TransferError, TransferTimeout
+    from include.intake import RefusedInPlace, TransferError, TransferTimeout
 
     ctx = run.ctx
-    done, pending, errors = [], [entry.id for entry in entries], {}
+    done, pending, errors, refused = [], [entry.id for entry in entries], {}, {}
     names = {entry.id: entry.file_name for entry in entries}
     for attempt in range(1, ctx.fetch_attempts + 1):
         fetched, failed = inbox.fetch_many(pending, timeout=ctx.fetch_timeout)
@@ -201,6 +202,8 @@ def fetch_with_retries(run: InboundRun, inbox: PartnerInbox, sftp: Any, entries:
                 raise SessionLost(f"SFTP transfer of {names[entry_id]} timed out: {describe(exc)}") from exc
             if not isinstance(exc, TransferError):
                 raise exc
+        refused.update({i: describe(exc) for i, exc in failed.items() if isinstance(exc, RefusedInPlace)})
+        failed = {i: exc for i, exc in failed.items() if i not in refused}
         if failed and not session_alive(sftp):
             entry_id, exc = next(iter(failed.items()))
             raise SessionLost(f"SFTP session lost while fetching {names[entry_id]}: {describe(exc)}") from exc
@@ -213,7 +216,7 @@ def fetch_with_retries(run: InboundRun, inbox: PartnerInbox, sftp: Any, entries:
                         attempt, ctx.fetch_attempts, error)
         if attempt < ctx.fetch_attempts:
             sleep(ctx.retry_backoff * attempt)
-    return done, errors
+    return done, {**refused, **errors}
 
 
 def drop_staged_copies(folder: Path) -> None:

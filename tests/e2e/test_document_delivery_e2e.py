@@ -7,6 +7,7 @@ TG sandbox (over its API) and the SFTP folders show what happened.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -32,6 +33,24 @@ def _registry() -> dict:
         }
 
     return {"partners": [partner("acme", "P-ACME", ["INV-*.csv"]), partner("globex", "P-GLOBEX", ["*_invoice.csv"])]}
+
+
+TOKEN = re.compile(r"tg1\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")  # a TG bearer token (not a tg1: external ref)
+
+
+def _assert_no_secrets(log_files, sandbox, sshd, token: str) -> None:
+    key_lines = [line for line in sshd.private_key_path.read_text().splitlines() if line and "PRIVATE KEY" not in line]
+    secrets = {sandbox.enterprise[1], sandbox.admin_token, token, *(s for _, s in sandbox.partners.values()),
+               *key_lines}
+    files = [*log_files, sandbox.workdir / "tg-sandbox.log"]
+    scanned = 0
+    for path in files:
+        text = path.read_text(errors="replace")
+        scanned += len(text)
+        leaked = [s[:6] + "…" for s in secrets if s and s in text]
+        assert not leaked, f"{path}: secrets {leaked} in the log"
+        assert not TOKEN.search(text), f"{path}: a bearer token in the log"
+    assert len(files) > 10 and scanned > 10_000, (len(files), scanned)  # the logs were there to scan
 
 
 def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_partner_folders, airflow_stack_factory):
@@ -109,5 +128,8 @@ def test_document_delivery_through_the_scheduler(tmp_path, sshd_server, clean_pa
             again = requests.get(sandbox.items_url(), params={"limit": 200}, timeout=30,
                                  headers={"Authorization": f"Bearer {token}"}).json()["items"]
             assert sorted(i["id"] for i in again) == sorted(i["id"] for i in items)
+
+            # R5: no secret or token of the run in any task, component or trigger log, nor in the sandbox's.
+            _assert_no_secrets(stack.home.rglob("*.log"), sandbox, sshd_server, token)
     finally:
         drop_database(exchange_db)
