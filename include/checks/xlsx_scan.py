@@ -151,9 +151,7 @@ class _PartScan:
         size = len(data)
         if self.tree or not self.record_depth:
             self.last_event = self.parser.CurrentByteIndex
-            self.kept_chars += size
-            if self.kept_chars > self.limits.max_tree_text_chars:
-                self._markup(f"more than {self.limits.max_tree_text_chars:,} characters a reader keeps in memory")
+            self._kept_text(size)
             if not self.record_depth:
                 return
         self.record_chars += size
@@ -183,6 +181,12 @@ class _PartScan:
             over(self.size, self.limits.max_tree_part_bytes, XLSX_MARKUP_TOO_LARGE,
                   f"the part {self.part} is read whole and is {{value:,}} bytes; the limit is {{limit:,}}")
 
+    def _kept_text(self, chars: int) -> None:
+        self.kept_chars += chars
+        if self.kept_chars > self.limits.max_tree_text_chars:
+            self._markup(f"more than {self.limits.max_tree_text_chars:,} characters of text and attributes a reader "
+                         "keeps in memory")
+
     def _count(self, events: int) -> None:
         self.events += events
         if self.events > self.budget:
@@ -195,7 +199,7 @@ class _PartScan:
         if self.kept_elements > self.limits.max_tree_elements:
             self._markup(f"more than {self.limits.max_tree_elements:,} elements a reader keeps in memory")
         if attrs:
-            self.kept_chars += sum(map(len, attrs)) + sum(map(len, attrs.values()))
+            self._kept_text(sum(map(len, attrs)) + sum(map(len, attrs.values())))
         if self.collect:
             self.collect(name.rpartition(" ")[2], attrs)
 
@@ -215,8 +219,10 @@ class _PartScan:
         self.watch = self.depth
         if not self.record_depth:
             self.record_depth, self.record_elements, self.record_chars = self.depth, 0, 0
-            if not self.tree and set(attrs) - {"r", "spans"}:  # openpyxl keeps a formatted row's attributes
-                self.kept_chars += sum(map(len, attrs)) + sum(map(len, attrs.values()))
+            # openpyxl keeps a row's attributes when it has one beyond r and spans outside a namespace
+            # (ht, s, hidden...; Excel's x14ac:dyDescent on every row does not count)
+            if not self.tree and len(attrs) > 1 and any(" " not in k and k not in ("r", "spans") for k in attrs):
+                self._kept_text(sum(map(len, attrs)) + sum(map(len, attrs.values())))
 
     def _cell(self, reference: str | None) -> None:
         self.last_event = self.parser.CurrentByteIndex

@@ -288,6 +288,20 @@ def test_cells_strings_and_kept_markup_have_caps(tmp_path):
     inspect_workbook(write_xlsx_package(tmp_path / "fine.xlsx", xlsx_worksheet([BODY, b"<!---->" * 500])), few)
 
 
+def test_row_attributes_count_as_kept_only_when_openpyxl_keeps_them(tmp_path):
+    """Excel writes x14ac:dyDescent on every row (openpyxl drops it); a custom height is kept per row."""
+    small = replace(DEFAULT_LIMITS, max_tree_text_chars=20_000)
+    x14ac = b'xmlns:x14ac="http://schemas.microsoft.com/office/spreadsheetml/2009/9/ac"'
+
+    def rows(extra: bytes) -> bytes:
+        return b"".join(b'<row r="%d" spans="1:1" %s x14ac:dyDescent="0.25"%s><c r="A%d"><v>1</v></c></row>'
+                        % (n, x14ac, extra, n) for n in range(7, 2_007))
+
+    inspect_workbook(write_xlsx_package(tmp_path / "excel.xlsx", xlsx_worksheet([BODY, rows(b"")])), small)
+    tall = write_xlsx_package(tmp_path / "tall.xlsx", xlsx_worksheet([BODY, rows(b' ht="30" customHeight="1"')]))
+    assert _refusal(tall, small).reason_code == "xlsx_markup_too_large"
+
+
 def test_zip_directory_is_checked_before_zipfile_trusts_it(tmp_path):
     path = tmp_path / "many.xlsx"
     write_xlsx_package(path, xlsx_worksheet(BODY), parts={f"xl/media/p{i}.bin": b"" for i in range(30)})
