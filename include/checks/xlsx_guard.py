@@ -4,8 +4,9 @@ openpyxl trusts the workbook: it inflates parts as the zip declares them, keeps 
 not know (and every cleared row) in its tree, loads all shared strings, pads each row to the declared
 dimension and fills missing rows up to the last row number. A 2 MB file of whitespace reached 4 GB
 RSS, 2.7 KB declaring ``A1:XFD1048576`` ran for minutes. :func:`inspect_workbook` runs first, in
-bounded memory (one 1 MiB block, expat with no tree) and time (it reads at most
-``max_total_bytes`` of XML), and raises :class:`~include.checks.errors.UnreadableFile` with a reason:
+bounded memory (one 1 MiB block, expat with no tree: :mod:`include.checks.xlsx_scan`) and time (at
+most ``max_total_bytes`` of XML and ``max_elements`` elements), and raises
+:class:`~include.checks.errors.UnreadableFile` with a reason:
 
 1. the zip's end record and central directory (before :mod:`zipfile` builds one object per entry):
    file size, member count, duplicate names, stored/deflate only, per-member compression ratio and
@@ -218,7 +219,6 @@ def _looks_like_xml(archive, info) -> bool:
 
 _WORKBOOK_TYPES = ("sheet.main+xml", "template.main+xml", "macroenabled.main+xml")
 _ACTIVE_TYPES = ("macroenabled", "vbaproject", "macrosheet", "activex", "oleobject")
-_HYPERLINK = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink"
 #: Parts openpyxl loads whole by their fixed names (workbook parts and chartsheets are added as found).
 _TREE_PARTS = ("xl/workbook.xml", "xl/styles.xml", "docProps/core.xml", "docProps/custom.xml", "xl/theme/theme1.xml")
 
@@ -251,7 +251,8 @@ class _Package:
         if kind.lower().endswith(("/vbaproject", "/activexcontrol", "/oleobject")):
             self.active.append(kind)
         external = str(attrs.get("TargetMode", "")).lower() == "external"
-        if kind.lower().endswith(("/externallink", "/externallinkpath")) or (external and not (kind == _HYPERLINK and self.allow_hyperlinks)):
+        hyperlink = kind.lower().endswith("/hyperlink") and self.allow_hyperlinks  # transitional or strict OOXML
+        if kind.lower().endswith(("/externallink", "/externallinkpath")) or (external and not hyperlink):
             self.external.append(f"{kind.rpartition('/')[2]} -> {target}")
         if "chartsheet" in kind.lower() and not external:
             self.tree_parts.add(posixpath.normpath(posixpath.join(self.source, target)).lstrip("/"))
