@@ -54,6 +54,9 @@ def read_header(path: str | Path, fmt: str, *, delimiter: str = ",", encoding: s
         if fmt == "xlsx":
             from openpyxl import load_workbook
 
+            from include.checks.xlsx_guard import inspect_workbook
+
+            inspect_workbook(path)  # bounded before openpyxl opens it; a refusal is the runner's to describe
             workbook = load_workbook(path, read_only=True, data_only=False)
             try:
                 first = next(workbook.worksheets[0].iter_rows(max_row=1, values_only=True), ())

@@ -27,7 +27,7 @@ from include.checks.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from include.checks.xlsx_guard import WorkbookLimits
+    from include.checks.xlsx_limits import WorkbookLimits
 
 _MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main "
 _STREAMED_ROOTS = (_MAIN + "worksheet", _MAIN + "sst")
