@@ -1,13 +1,14 @@
 """The exchange journal: one append-only table of what happened to every file and TG item.
 
-Every use case writes its lines through :func:`record` (ONE write path, so a later hash chain over
-the rows has one place to go: ``id`` is already the order). A line names what it is about: the
+Every use case writes its lines through :func:`record` (ONE write path: it also chains them). A line names what it is about: the
 file (``file_name``, ``sha256``, ``remote_path``, ``ledger_entry_id``), the TG item (``item_id``),
 or a use case's own subject (``subject_key``, e.g. ``catalog_version:12``). The event names are a
 closed vocabulary (:data:`EVENTS`): a typo fails where it is written, not in a report months later.
 
 Nothing changes a line once written: there is no update or delete function, and the table carries
-a trigger (PostgreSQL and SQLite) that refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+a trigger (PostgreSQL and SQLite) that refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL). And
+it is tamper-evident: each line carries the hash of its partner's previous line
+(:mod:`include.exchange.journal_chain`: the chain, the upgrade of older databases, verification).
 
 Readers: :func:`file_journey` (a file by exact name or sha256, plus every line of the TG items its
 lines name: the case posted for a bad file is resolved later by its corrected file),
@@ -16,8 +17,13 @@ lines name: the case posted for a bad file is resolved later by its corrected fi
     python -m include.exchange.journal --file NAME | --sha256 HEX | --item ID | --partner KEY
         [--since ISO] [--until ISO] [--use-case UC] [--json] [--db URL]
 
-prints them for people (database: ``--db``, env EXCHANGE_DB_URL, the Airflow connection
-``exchange_db``, else the demo's ``var/exchange.db``; see :mod:`include.exchange.cli`).
+prints them for people, and
+
+    python -m include.exchange.journal verify [--partner KEY] [--json] [--db URL]
+
+walks the chains: "ok, N entries in M chains" (exit 0), else each broken chain's first bad line,
+its id and why (exit 1). Database: ``--db``, env EXCHANGE_DB_URL, the Airflow connection
+``exchange_db``, else the demo's ``var/exchange.db`` (see :mod:`include.exchange.cli`).
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ from sqlalchemy import DDL, Column, DateTime, Index, Integer, String, Table, Tex
 from sqlalchemy.engine import Connection
 
 from include.db import metadata
+from include.exchange import journal_chain
 from include.intake.ledger import db_message, db_text, from_db_text
 
 EVENTS = (
@@ -70,11 +77,14 @@ journal_table = Table(
     Column("detail", Text),
     Column("ledger_entry_id", Integer),  # intake_files.id; no foreign key: the journal outlives any row
     Column("data", Text),  # JSON object, keys sorted
+    Column("prev_hash", String(64)),  # the partner's previous line's entry_hash; NULL for its first
+    Column("entry_hash", String(64)),  # sha256(prev_hash + content): include.exchange.journal_chain
     Index(None, "sha256"),
     Index(None, "file_name"),
     Index(None, "item_id"),
     Index(None, "subject_key"),
     Index(None, "partner_key", "at"),
+    Index(None, "partner_key", "id"),  # a chain in order, and its head
 )
 
 _REFUSAL = "exchange_journal is append-only"
@@ -95,6 +105,12 @@ for _operation in ("UPDATE", "DELETE"):
         f"CREATE TRIGGER exchange_journal_no_{_operation.lower()} BEFORE {_operation} ON exchange_journal "
         f"BEGIN SELECT RAISE(ABORT, '{_REFUSAL}: {_operation} refused'); END"
     ).execute_if(dialect="sqlite"))
+
+
+@event.listens_for(metadata, "after_create")
+def _upgrade_older_journal(target, connection, **kw) -> None:
+    """After every create_all (ensure_schema): a journal made before the chain gets its columns."""
+    journal_chain.upgrade_table(connection, journal_table)
 
 
 def _aware(value: datetime) -> datetime:
@@ -145,7 +161,8 @@ def _values(item: JournalEvent, now: datetime) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"journal event {item.event!r}: data is not JSON-serialisable ({exc})") from None
     return {
-        "at": item.at or now, "use_case": item.use_case, "partner_key": item.partner_key, "event": item.event,
+        # UTC: SQLite keeps the wall time and drops the offset, and the hash covers the stored value.
+        "at": journal_chain.utc(item.at or now), "use_case": item.use_case, "partner_key": item.partner_key, "event": item.event,
         "file_name": None if item.file_name is None else db_text(item.file_name),
         "sha256": item.sha256,
         "remote_path": None if item.remote_path is None else db_text(item.remote_path),
@@ -175,6 +192,7 @@ def record(target, events: Iterable[JournalEvent]) -> int:
 
 
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    journal_chain.chain_rows(conn, journal_table, rows)  # locks the partners' chains until the commit
     # executemany: SQLAlchemy sends multi-row INSERTs of RECORD_CHUNK rows from one cached statement
     # ("insertmanyvalues"); building a literal VALUES list per call compiled 500 rows each time (~0.1 s).
     conn.execution_options(insertmanyvalues_page_size=RECORD_CHUNK).execute(insert(journal_table), rows)
@@ -287,7 +305,8 @@ def _iso(value: str) -> datetime:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m include.exchange.journal",
-                                     description="Print the journey of a file, a TG item or a partner from the exchange journal.")
+                                     description="Print the journey of a file, a TG item or a partner from the exchange journal.",
+                                     epilog="Check the journal's hash chains: python -m include.exchange.journal verify --help")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--file", metavar="NAME", help="exact file name")
     what.add_argument("--sha256", metavar="HEX", help="sha256 of the file's content")
@@ -314,9 +333,43 @@ def _query(engine, args) -> tuple[list[JournalRow], str]:
             f"Journal of partner {args.partner}{scope}{period}")
 
 
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m include.exchange.journal verify",
+                                     description="Walk the journal's hash chains (one per partner) and name the first "
+                                                 "entry of each that was edited, removed or reordered.")
+    parser.add_argument("--partner", metavar="KEY", help="only this partner's chain")
+    parser.add_argument("--json", action="store_true", help="print JSON (with each intact chain's head)")
+    parser.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the project database")
+    return parser
+
+
+def _verify_main(argv: list[str]) -> int:
+    """``verify``: 0 when every chain holds, 1 when one does not (or there is nothing to read), 2 unconfigured."""
+    from include.exchange.cli import CommandError, open_command_db, require_tables
+
+    args = _verify_parser().parse_args(argv)
+    try:
+        engine = open_command_db(args.db)
+        require_tables(engine, journal_table.name, what="journal")
+        if missing := journal_chain.missing_hash_columns(engine, journal_table):
+            raise CommandError(
+                f"the journal predates its hash chain (no column {', '.join(missing)}); ensure_schema adds them "
+                "(any task run, or: python -c 'from include.schema import ensure_schema; ensure_schema()'); "
+                "nothing was changed", exit_code=1)
+        report = journal_chain.verify(engine, journal_table, args.partner)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from include.exchange.cli import CommandError, open_command_db, require_tables
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["verify"]:
+        return _verify_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if (args.since or args.until or args.use_case) and args.partner is None:

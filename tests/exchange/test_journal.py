@@ -13,16 +13,18 @@ import sqlite3
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Column, MetaData, Table, create_engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
-from include.exchange import journal
+from include.exchange import journal, journal_chain
 from include.exchange.journal import JournalEvent, file_journey, item_journey, partner_journal, record
 from include.schema import ensure_schema
+from tests.support.postgres import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
@@ -299,3 +301,245 @@ def test_catalog_history_command_uses_the_same_defaults(repo_copy, tmp_path):
         demo_db.unlink()
     nothing = run_command(repo_copy, tmp_path, "--partner", "nobody", module="include.catalog.history")
     assert nothing.returncode == 2 and "EXCHANGE_DB_URL" in nothing.stderr and "Traceback" not in nothing.stderr
+
+
+# ---- the hash chain: tamper evidence, concurrent appends, the upgrade of older databases ----------
+
+CONTENT = ("at", "use_case", "partner_key", "event", "file_name", "sha256", "remote_path", "item_id",
+           "subject_key", "run_id", "actor", "detail", "ledger_entry_id", "data")
+
+
+def chain_of(engine, partner) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(journal.journal_table).where(journal.journal_table.c.partner_key == partner)
+                            .order_by(journal.journal_table.c.id)).mappings()
+        return [dict(row) for row in rows]
+
+
+def expected_hash(prev: str | None, row: dict) -> str:
+    """The documented formula, written out again: sha256(prev_hash + sorted-key ASCII JSON of the content)."""
+    content = {name: row[name] for name in CONTENT}
+    at = content["at"] if content["at"].tzinfo else content["at"].replace(tzinfo=timezone.utc)
+    content["at"] = at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(((prev or "") + payload).encode("ascii")).hexdigest()
+
+
+def as_attacker(engine, *statements: tuple[str, dict]) -> None:
+    """Change the journal with its append-only triggers out of the way, as someone with DB access can.
+
+    PostgreSQL: disabled and re-enabled in the same transaction (DDL is transactional there), so the
+    session's shared database never runs without them; SQLite (a file per test): dropped.
+    """
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE exchange_journal DISABLE TRIGGER USER"))
+        else:
+            conn.execute(text("DROP TRIGGER IF EXISTS exchange_journal_no_update"))
+            conn.execute(text("DROP TRIGGER IF EXISTS exchange_journal_no_delete"))
+        for statement, params in statements:
+            conn.execute(text(statement), params)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE exchange_journal ENABLE TRIGGER USER"))
+
+
+def verify_command(engine, *args: str) -> int:
+    return journal.main(["verify", *args, "--db", engine.url.render_as_string(hide_password=False)])
+
+
+def test_each_line_carries_the_hash_of_its_partners_previous_line(engine, partner):
+    s = write_bad_then_corrected(engine, partner)
+    for owner, count in ((partner, 10), (s["other"], 1)):
+        rows = chain_of(engine, owner)
+        assert len(rows) == count and rows[0]["prev_hash"] is None
+        for before, row in zip([None, *rows], rows):
+            assert row["prev_hash"] == (before and before["entry_hash"])
+            assert row["entry_hash"] == expected_hash(row["prev_hash"], row)
+    report = journal_chain.verify(engine, journal.journal_table, partner)
+    assert (report.ok, report.entries, report.chains, report.unhashed) == (True, 10, 1, 0)
+    assert report.heads == {partner: chain_of(engine, partner)[-1]["entry_hash"]}
+
+
+def test_an_untouched_journal_verifies(engine, partner, capsys):
+    write_bad_then_corrected(engine, partner)
+    assert verify_command(engine, "--partner", partner) == 0
+    assert capsys.readouterr().out == "ok, 10 entries in 1 chains\n"
+    if engine.dialect.name == "sqlite":  # the whole database: only this test's lines are in it
+        assert verify_command(engine) == 0
+        assert capsys.readouterr().out == "ok, 11 entries in 2 chains\n"
+
+
+def bad_entry(engine, partner) -> journal_chain.ChainBreak:
+    report = journal_chain.verify(engine, journal.journal_table, partner)
+    assert not report.ok and len(report.breaks) == 1
+    return report.breaks[0]
+
+
+def test_verify_names_an_edited_line(engine, partner, capsys):
+    write_bad_then_corrected(engine, partner)
+    ids = [row["id"] for row in chain_of(engine, partner)]
+    as_attacker(engine, ("UPDATE exchange_journal SET detail = 'all good' WHERE id = :id", {"id": ids[3]}))
+    assert bad_entry(engine, partner) == journal_chain.ChainBreak(
+        partner, ids[3], "edited: its content does not match its entry_hash")
+    assert verify_command(engine, "--partner", partner) == 1
+    out = capsys.readouterr().out
+    assert f"partner {partner}: entry {ids[3]}: edited" in out and "BROKEN: 1 of 1 chains" in out
+
+
+def test_verify_names_the_line_after_a_removed_one(engine, partner):
+    s = write_bad_then_corrected(engine, partner)
+    ids = [row["id"] for row in chain_of(engine, partner)]
+    as_attacker(engine, ("DELETE FROM exchange_journal WHERE id = :id", {"id": ids[4]}))
+    broken = bad_entry(engine, partner)
+    assert broken.entry_id == ids[5] and broken.reason.startswith("the entry before it was removed")
+    assert f"entry {ids[3]}" in broken.reason  # the last intact one
+    assert journal_chain.verify(engine, journal.journal_table, s["other"]).ok  # other chains unaffected
+
+
+def test_verify_names_the_first_line_when_the_first_is_removed(engine, partner):
+    write_bad_then_corrected(engine, partner)
+    ids = [row["id"] for row in chain_of(engine, partner)]
+    as_attacker(engine, ("DELETE FROM exchange_journal WHERE id = :id", {"id": ids[0]}))
+    assert bad_entry(engine, partner).entry_id == ids[1]
+
+
+def swap(ids: tuple[int, int], columns) -> list[tuple[str, dict]]:
+    """Statements that exchange ``columns`` of two rows (through a scratch copy, on both backends)."""
+    first, second = ids
+    assignments = ", ".join(f"{name} = (SELECT {name} FROM journal_swap WHERE id = :other)" for name in columns)
+    return [
+        ("CREATE TEMPORARY TABLE journal_swap AS SELECT * FROM exchange_journal WHERE id IN (:a, :b)",
+         {"a": first, "b": second}),
+        (f"UPDATE exchange_journal SET {assignments} WHERE id = :id", {"id": first, "other": second}),
+        (f"UPDATE exchange_journal SET {assignments} WHERE id = :id", {"id": second, "other": first}),
+        ("DROP TABLE journal_swap", {}),
+    ]
+
+
+def test_verify_names_the_first_of_two_lines_whose_content_was_swapped(engine, partner):
+    write_bad_then_corrected(engine, partner)
+    ids = [row["id"] for row in chain_of(engine, partner)]
+    as_attacker(engine, *swap((ids[2], ids[6]), [c for c in CONTENT if c != "partner_key"]))
+    assert bad_entry(engine, partner) == journal_chain.ChainBreak(
+        partner, ids[2], "edited: its content does not match its entry_hash")
+
+
+def test_verify_names_the_first_of_two_reordered_lines(engine, partner):
+    """Whole lines swapped, their hashes with them: each line is intact, the order is not."""
+    write_bad_then_corrected(engine, partner)
+    ids = [row["id"] for row in chain_of(engine, partner)]
+    as_attacker(engine, *swap((ids[2], ids[3]), [*CONTENT, "prev_hash", "entry_hash"]))
+    broken = bad_entry(engine, partner)
+    assert broken.entry_id == ids[2]
+    assert broken.reason == f"out of order: it links to entry {ids[3]}, which comes after it (entries were reordered)"
+
+
+def test_verify_names_a_line_inserted_around_record(engine, partner):
+    write_bad_then_corrected(engine, partner)
+    rows = chain_of(engine, partner)
+    forged = {**rows[-1], "detail": "forged", "prev_hash": rows[-1]["prev_hash"]}
+    forged.pop("id")
+    forged["entry_hash"] = expected_hash(forged["prev_hash"], forged)  # a correct hash, the wrong place
+    with engine.begin() as conn:
+        conn.execute(journal.journal_table.insert(), forged)
+    broken = bad_entry(engine, partner)
+    assert broken.entry_id > rows[-1]["id"]
+    assert broken.reason.startswith(f"links to entry {rows[-2]['id']}, not to entry {rows[-1]['id']}")
+
+
+def test_concurrent_appends_of_one_partner_form_one_chain(engine, partner):
+    """4 threads, 25 transactions of 10 lines each, the same partner: 1,000 lines, one unbroken chain."""
+    if engine.dialect.name == "sqlite":
+        engine = create_engine(engine.url, connect_args={"timeout": 60})  # writers queue for the file's lock
+
+    def append(thread: int) -> None:
+        for batch in range(25):
+            record(engine, [JournalEvent("received", DD, partner, file_name=f"t{thread}_b{batch}_{i}.csv")
+                            for i in range(10)])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(append, range(4)))
+    rows = chain_of(engine, partner)
+    assert len(rows) == 1000 and len({row["prev_hash"] for row in rows}) == 1000  # no two lines share a parent
+    report = journal_chain.verify(engine, journal.journal_table, partner)
+    assert (report.ok, report.entries, report.chains) == (True, 1000, 1)
+
+
+def test_a_second_writer_waits_for_the_firsts_commit_and_links_to_its_line(pg_url, partner):
+    """PostgreSQL: the advisory lock per partner, shown without timing: B waits on A's lock, then links to A."""
+    engine = create_engine(pg_url)
+    ensure_schema(engine)
+    with engine.connect() as watcher, ThreadPoolExecutor(max_workers=1) as pool:
+        conn_a = engine.connect()
+        transaction = conn_a.begin()
+        record(conn_a, [JournalEvent("received", DD, partner, file_name="a.csv")])
+        b = pool.submit(record, engine, [JournalEvent("received", DD, partner, file_name="b.csv")])
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                       "AND classid::bigint = :cls")
+        while not b.done() and not watcher.execute(waiting, {"cls": journal_chain.CHAIN_LOCK_CLASS}).scalar():
+            watcher.rollback()  # a fresh snapshot of pg_locks each time
+        assert not b.done()  # B could not write before A committed
+        transaction.commit()
+        conn_a.close()
+        assert b.result(timeout=60) == 1
+    a_row, b_row = chain_of(engine, partner)
+    assert (a_row["file_name"], b_row["file_name"]) == ("a.csv", "b.csv")
+    assert b_row["prev_hash"] == a_row["entry_hash"]
+    engine.dispose()
+
+
+def test_locks_of_different_partners_do_not_collide_for_the_demo_partners():
+    keys = [journal_chain.chain_lock_key(p) for p in ("acme", "globex", "initech")]
+    assert len(set(keys)) == 3 and all(-2**31 <= key < 2**31 for key in keys)
+
+
+# ---- upgrade: a journal created before the chain ---------------------------------------------------
+
+
+def old_journal(url: str, partner: str, lines: int):
+    """A database whose exchange_journal was created before the hash columns, with ``lines`` lines."""
+    old = MetaData()
+    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+               for c in journal.journal_table.columns if c.name not in ("prev_hash", "entry_hash")]
+    table = Table("exchange_journal", old, *columns)
+    engine = create_engine(url)
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"at": at(i), "use_case": DD, "partner_key": partner, "event": "received",
+                                       "file_name": f"old{i}.csv"} for i in range(lines)])
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    url = create_database("journalup")
+    yield url
+    drop_database(url)
+
+
+def test_ensure_schema_upgrades_an_older_journal_and_the_chain_begins_after_its_lines(empty_db_url, partner, capsys):
+    engine = old_journal(empty_db_url, partner, lines=3)
+    assert journal.main(["verify", "--db", empty_db_url]) == 1
+    assert "predates its hash chain" in capsys.readouterr().err
+
+    ensure_schema(engine)  # what a task run or the demo does: adds the columns and the chain index
+    ensure_schema(engine)  # and again: nothing more to add
+    with engine.connect() as conn:
+        assert journal_chain.missing_hash_columns(conn, journal.journal_table) == []
+        indexes = {index["name"] for index in inspect(conn).get_indexes("exchange_journal")}
+    assert "ix_exchange_journal_partner_key_id" in indexes
+    record(engine, [JournalEvent("archived", DD, partner, file_name="new.csv", at=at(10))])
+    assert journal.main(["verify", "--db", empty_db_url]) == 0
+    assert capsys.readouterr().out == "ok, 1 entries in 1 chains (3 older entries without a hash not covered)\n"
+    assert [r.file_name for r in partner_journal(engine, partner)] == ["old0.csv", "old1.csv", "old2.csv", "new.csv"]
+
+    # A line without a hash after the chain began (an old worker, a hand-made INSERT) breaks it.
+    with engine.begin() as conn:
+        conn.execute(journal.journal_table.insert(), {"at": at(11), "use_case": DD, "partner_key": partner,
+                                                      "event": "archived", "file_name": "sneaked.csv"})
+    broken = bad_entry(engine, partner)
+    assert broken.reason.startswith("has no entry_hash but follows hashed entry")
+    engine.dispose()
