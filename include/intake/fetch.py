@@ -16,9 +16,9 @@ Clients without paramiko's internals (a test double, another library) fall back 
 
 Many small files (:func:`fetch_many_to_files`, used by ``PartnerInbox.fetch_many``): one file costs
 OPEN, READ, CLOSE, each a round trip when done one after another (~1 ms per file on loopback). So
-the requests of a window of files are kept in flight together on the one session: each file's OPEN
-goes out as it enters the window, its reads on the handle's arrival, its CLOSE when they are
-answered; the files come out in the given order with the per-file rules of :func:`fetch_to_file`.
+the requests of a window of files are kept in flight together on the one session: each file's
+LSTAT and OPEN go out as it enters the window, its FSTAT and reads on the handle's arrival, its
+CLOSE when they are answered; the files come out in the given order with the per-file rules of :func:`fetch_to_file`.
 The cost per file is then the Python of its requests, not their round trips.
 
 Time is bounded: a deadline of ``timeout_floor + size / min_rate`` (or an explicit ``timeout``) is
@@ -47,7 +47,7 @@ from typing import Any
 
 from include.intake.errors import (FileChangedError, FileVanishedError, HandleMismatch, NotAttempted, SessionBroken,
                                    TransferError, TransferTimeout)
-from include.intake.links import fstat_problem, handle_problem, refusal
+from include.intake.links import fstat_problem, handle_problem, lstat_answer, opened_path, refusal
 
 #: 252 KiB requests, 8 in flight: ~2 MiB outstanding = paramiko's default channel window. Bigger
 #: requests cost less Python per byte; OpenSSH's sftp-server answers up to 255 KiB per read (a
@@ -94,6 +94,11 @@ def tune_session(sftp: Any) -> None:
 
 def _supports_pipelining(sftp: Any) -> bool:
     return all(hasattr(sftp, name) for name in ("_async_request", "_read_response", "get_channel"))
+
+
+def _server_path(sftp: Any, path: str):
+    """``path`` as paramiko sends it (relative to its ``chdir``), for requests we send ourselves."""
+    return sftp._adjust_cwd(path) if hasattr(sftp, "_adjust_cwd") else path
 
 
 class _Sink:
@@ -297,16 +302,19 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
                     expected_mtime: int | None = None, classify: bool = False) -> int:
     """Own pipelined reads of one file into ``out`` and ``digest`` (see the module docstring).
 
-    The handle is checked before any byte is used: an FSTAT goes out with the first reads and must
-    show a regular file of ``expected_size`` bytes and ``expected_mtime`` (when given), else
-    :class:`HandleMismatch` (a :class:`FileChangedError`); with ``classify`` an LSTAT of the path then
-    tells what it is now (:func:`~include.intake.links.refusal`: a link is :class:`NotRegularFile`).
+    The path is checked before anything is read: an LSTAT goes out immediately before the OPEN (same
+    burst, answered first) and must show the listed regular file
+    (:func:`~include.intake.links.opened_path`: a link is :class:`NotRegularFile`, another
+    size/mtime :class:`HandleMismatch`). Then the handle: an FSTAT goes out with the first reads and
+    must show a regular file of the LSTAT's size and mtime, else :class:`HandleMismatch` (a
+    :class:`FileChangedError`); with ``classify`` an LSTAT of the path then tells what it is now
+    (:func:`~include.intake.links.refusal`: a link is :class:`NotRegularFile`).
 
     A file-level error (an SFTP status, a changed size, a local write) leaves the session clean:
     owed answers drained, handle closed. A timeout, or a failure of the session, drops it
     (:func:`drop_session`) and raises :class:`TransferTimeout` / :class:`SessionBroken`;
     ``FileNotFoundError`` at the open passes through."""
-    from paramiko.sftp import CMD_CLOSE
+    from paramiko.sftp import CMD_CLOSE, CMD_LSTAT
 
     wire = _Wire(sftp, deadline, stall_timeout)
     previous_timeout = wire.channel.gettimeout()
@@ -317,18 +325,23 @@ def _pipelined_copy(sftp: Any, remote_path: str, out, digest, deadline: float, r
     try:
         with _dropped_on_cut(sftp, remote_path, deadline, stall_timeout, received):
             wire.arm()
+            path_check = wire.send(CMD_LSTAT, _server_path(sftp, remote_path))  # answered before the OPEN
             remote = _guarded(sftp.open, remote_path, "rb")
-            check = _HandleCheck(wire, remote.handle, remote_path, expected_size, expected_mtime)
+            check = None
             try:
+                listed = opened_path(lstat_answer(*wire.wait_for(path_check), remote_path), remote_path,
+                                     expected_size, expected_mtime)
+                check = _HandleCheck(wire, remote.handle, remote_path, *listed)
                 _read_pipelined(wire, remote.handle, remote_path, sink, request_size, max_requests,
                                 expected_size, inflight, received, check)
             except _Cut:
                 raise
             except Exception as exc:
                 _drain(wire, inflight)
-                check.settle()
+                if check is not None:
+                    check.settle()
                 _close_handle(wire, remote, CMD_CLOSE)
-                if classify and isinstance(exc, HandleMismatch):
+                if classify and check is not None and isinstance(exc, HandleMismatch):  # FSTAT's: what is it now?
                     wire.arm()
                     raise refusal(remote_path, exc.problem, lambda path: _guarded(sftp.lstat, path)) from None
                 raise
@@ -430,18 +443,21 @@ def _read_pipelined(wire: _Wire, handle: bytes, remote_path: str, sink, request_
 def _sequential_copy(sftp: Any, remote_path: str, out, digest, deadline: float, request_size: int,
                      expected_size: int | None = None, expected_mtime: int | None = None) -> int:
     """``open()`` + ``read()`` for clients without paramiko's internals; the deadline is checked
-    between reads (there is no channel of ours to arm). The handle is checked as in
-    :func:`_pipelined_copy` when the opened file object has ``stat()`` (paramiko's is FSTAT) and the
-    client ``lstat``; one without them cannot be checked. Timeouts and session failures as in
-    :func:`_pipelined_copy`."""
+    between reads (there is no channel of ours to arm). The path and the handle are checked as in
+    :func:`_pipelined_copy` when the client has ``lstat`` (here a round trip before the OPEN) and the
+    opened file object ``stat()`` (paramiko's is FSTAT); one without them cannot be checked.
+    Timeouts and session failures as in :func:`_pipelined_copy`."""
     received = [0]
+    lstat = getattr(sftp, "lstat", None)
     with _dropped_on_cut(sftp, remote_path, deadline, DEFAULT_STALL_TIMEOUT, received):
+        if callable(lstat):  # no such path: FileNotFoundError, i.e. vanished
+            expected_size, expected_mtime = opened_path(_guarded(lstat, remote_path), remote_path,
+                                                        expected_size, expected_mtime)
         remote = _guarded(sftp.open, remote_path, "rb")
         try:
             if callable(getattr(remote, "stat", None)):
                 problem = handle_problem(_guarded(remote.stat), expected_size, expected_mtime)
                 if problem:
-                    lstat = getattr(sftp, "lstat", None)
                     raise (refusal(remote_path, problem, lstat) if callable(lstat)
                            else HandleMismatch(remote_path, problem))
             while True:
@@ -484,10 +500,11 @@ def fetch_to_file(
 
     :param expected_size: size from the listing; a different size at the end means the file changed
         while we read it (:class:`TransferError`).
-    :param expected_mtime: mtime from the listing. The opened handle must match the listing (FSTAT:
-        a regular file of ``expected_size`` bytes and this mtime) before any byte is used; a path
-        swapped for a symbolic link raises :class:`NotRegularFile`, a rewritten file
-        :class:`FileChangedError` (see :mod:`include.intake.links` for what SFTP v3 cannot tell).
+    :param expected_mtime: mtime from the listing. The path (an LSTAT sent with the OPEN) and the
+        opened handle (FSTAT) must both be a regular file of ``expected_size`` bytes and this mtime
+        before any byte is used; a path swapped for a symbolic link raises :class:`NotRegularFile`
+        (even to a file of the same size and mtime), a rewritten file :class:`FileChangedError`
+        (see :mod:`include.intake.links` for the window that remains).
     :param timeout: overall bound in seconds; default ``time_bound(expected_size, ...)``.
     :param stall_timeout: longest wait for one answer.
     :raises TransferTimeout: the bound or the stall timeout was exceeded, or the session failed
@@ -557,8 +574,9 @@ _PROBE_LENGTH = 1
 #: reads and the probe.
 SINGLE_READ_MAX = 32 * 1024 - 1
 
-_OPEN, _READ, _PROBE, _CLOSE, _WHOLE, _FSTAT, _LSTAT = range(7)
-_KIND_NAMES = ("OPEN", "READ", "READ", "CLOSE", "READ", "FSTAT", "LSTAT")
+#: Request kinds: _PATH is the LSTAT sent just before the OPEN, _LSTAT the one after an FSTAT mismatch.
+_OPEN, _READ, _PROBE, _CLOSE, _WHOLE, _FSTAT, _LSTAT, _PATH = range(8)
+_KIND_NAMES = ("OPEN", "READ", "READ", "CLOSE", "READ", "FSTAT", "LSTAT", "LSTAT")
 
 
 @dataclass(frozen=True)
@@ -600,7 +618,8 @@ def supports_batch_pipelining(sftp: Any) -> bool:
 
 class _File:
     __slots__ = ("index", "remote", "size", "mtime", "local", "partial", "bound", "handle", "data", "digest", "reads",
-                 "chunks", "written", "received", "error", "state", "started", "outcome", "saving", "mismatch")
+                 "chunks", "written", "received", "error", "state", "started", "outcome", "saving", "mismatch",
+                 "path_answer")
 
     def __init__(self, index: int, job: FetchJob, bound: float) -> None:
         self.index = index
@@ -608,6 +627,7 @@ class _File:
         self.size = int(job.expected_size)
         self.mtime = job.expected_mtime
         self.mismatch: str | None = None  # how the handle differs from the listing (FSTAT), until LSTAT tells why
+        self.path_answer: tuple[int, Any] | None = None  # the answer to the LSTAT sent just before the OPEN
         self.local = Path(job.local_path)
         self.partial = self.local.with_name(self.local.name + ".partial")
         self.bound = bound
@@ -687,11 +707,14 @@ class _BatchPipeline:
             busy = sum(1 for a in self.active if a.state != "done")
             self.stats.max_files_in_flight = max(self.stats.max_files_in_flight, busy)
             try:
-                path = self.sftp._adjust_cwd(f.remote) if hasattr(self.sftp, "_adjust_cwd") else f.remote
+                path = _server_path(self.sftp, f.remote)
             except (UnicodeError, TypeError) as exc:
                 f.error = TransferError(f"fetch of {f.remote} failed: {type(exc).__name__}: {exc}")
                 self._finalize(f)
                 continue
+            # The LSTAT right before the OPEN, in the same burst: answered first, it shows what the
+            # path was just before the OPEN resolved it (a link is refused before anything is read).
+            self._send(f, _PATH, self.p.CMD_LSTAT, path)
             self._send(f, _OPEN, self.p.CMD_OPEN, path, self.p.SFTP_FLAG_READ, self.attributes())
 
     # -- responses -----------------------------------------------------------------------------
@@ -706,7 +729,9 @@ class _BatchPipeline:
 
     def _handle(self, t: int, msg: Any, f: _File, kind: int, offset: int, length: int) -> None:
         p = self.p
-        if kind == _OPEN:
+        if kind == _PATH:
+            f.path_answer = (t, msg)
+        elif kind == _OPEN:
             self._on_open(f, t, msg)
         elif kind == _CLOSE:
             self.stats.handles_closed += 1
@@ -740,6 +765,12 @@ class _BatchPipeline:
                 self._close_remote(f)
                 return
             f.state = "reading"
+            try:
+                f.mtime = self._path_verdict(f)
+            except TransferError as exc:  # a link (NotRegularFile), rewritten, not checkable: nothing read
+                f.error = exc
+                self._close_remote(f)
+                return
             # The handle check goes out first (answered before the reads): no byte is used unchecked.
             self._send(f, _FSTAT, p.CMD_FSTAT, f.handle)
             f.reads += 1
@@ -763,6 +794,13 @@ class _BatchPipeline:
             f.error = f.error or TransferError(f"open of {f.remote}: unexpected SFTP response type {t}")
         self._finalize(f)  # no handle: nothing to close
 
+    def _path_verdict(self, f: _File) -> int:
+        """The LSTAT sent before ``f``'s OPEN against the listing: the mtime its FSTAT must show."""
+        answer, f.path_answer = f.path_answer, None
+        if answer is None:  # a server answering out of order: the path cannot be vouched for
+            raise TransferError(f"fetch of {f.remote} failed: the server answered its OPEN before its LSTAT")
+        return opened_path(lstat_answer(*answer, f.remote), f.remote, f.size, f.mtime)[1]
+
     def _on_fstat(self, f: _File, t: int, msg: Any) -> None:
         """The handle against the listing; a mismatch voids the file (its data is drained unused) and
         an LSTAT of the path says what it is now (:func:`~include.intake.links.refusal`)."""
@@ -775,8 +813,7 @@ class _BatchPipeline:
             return
         f.mismatch = problem
         f.error = HandleMismatch(f.remote, problem)
-        path = self.sftp._adjust_cwd(f.remote) if hasattr(self.sftp, "_adjust_cwd") else f.remote
-        self._send(f, _LSTAT, self.p.CMD_LSTAT, path)
+        self._send(f, _LSTAT, self.p.CMD_LSTAT, _server_path(self.sftp, f.remote))
         f.reads += 1
 
     def _on_lstat(self, f: _File, t: int, msg: Any) -> None:
@@ -1046,8 +1083,9 @@ def fetch_many_to_files(
     """Fetch many small files over one paramiko session with requests of several files in flight.
 
     A generator of ``(index into jobs, FetchResult | TransferError)`` in the order of ``jobs``. Up
-    to ``window_files`` files (and ``window_bytes`` of listed sizes) are in flight: each file's OPEN
-    is sent as it enters the window; on its handle, reads covering the listed size and one probe
+    to ``window_files`` files (and ``window_bytes`` of listed sizes) are in flight: an LSTAT of each
+    file's path and its OPEN are sent together as it enters the window (the path checks of
+    :func:`fetch_to_file`); on its handle, its FSTAT, reads covering the listed size and one probe
     read at the listed size (must be end of file) go out together; when they are answered, CLOSE.
     Per file the rules of :func:`fetch_to_file`: ``<local>.partial`` renamed into place when
     complete, sha256 of the bytes received, more or fewer bytes than listed → ``FileChangedError``,

@@ -39,7 +39,7 @@ from include.intake.fetch import (
     tune_session,
 )
 from include.intake.ledger import Ledger, LedgerEntry
-from include.intake.links import folder_problems, handle_problem, link_reason, partner_tree
+from include.intake.links import folder_problems, handle_problem, link_reason, lstat_and_open, partner_tree
 from include.intake.listing import RemoteEntry, list_folder
 from include.intake.moves import companion_target, rename_many, target_path, unique_suffix
 from include.intake.names import (
@@ -646,18 +646,19 @@ class PartnerInbox:
         return None
 
     def _read_manifest(self, path: str, name: str) -> bytes | str:
-        """The manifest's first bytes, or why it cannot be used. Never through a link: its lstat must be
-        a regular file and the opened handle (FSTAT) must match that lstat (size, mtime), else another
-        partner's manifest could vouch for this file (two round trips more than a plain read; only
-        files with a manifest pay them)."""
+        """The manifest's first bytes, or why it cannot be used. Never through a link: its lstat (sent
+        with the OPEN, :func:`~include.intake.links.lstat_and_open`) must be a regular file and the
+        opened handle (FSTAT) must match that lstat (size, mtime), else another partner's manifest
+        could vouch for this file (one round trip more than a plain read; only files with a manifest
+        pay it)."""
         try:
-            listed = self.sftp.lstat(path)
-            mode = listed.st_mode or 0
-            if not stat_mod.S_ISREG(mode):
-                what = "a symbolic link" if stat_mod.S_ISLNK(mode) else "not a regular file"
-                return f"checksum manifest {name} is {what}: refused (never followed)"
-            with self.sftp.open(path, "rb") as handle:
-                if handle_problem(handle.stat(), listed.st_size, listed.st_mtime):
+            listed, opened = lstat_and_open(self.sftp, path)
+            with opened as handle:
+                mode = (listed.st_mode or 0) if listed is not None else stat_mod.S_IFREG
+                if not stat_mod.S_ISREG(mode):  # opened, never read
+                    what = "a symbolic link" if stat_mod.S_ISLNK(mode) else "not a regular file"
+                    return f"checksum manifest {name} is {what}: refused (never followed)"
+                if listed is None or handle_problem(handle.stat(), listed.st_size, listed.st_mtime):
                     return f"checksum manifest {name} was replaced while it was read: refused"
                 return handle.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:

@@ -12,10 +12,16 @@ replaced by a link). Three rules close that:
   all components go out together: one round trip however many folders are checked.
 - **Listings**: only regular files (``S_ISREG`` of the listing's lstat-like attributes) are
   deliveries; a link is refused with a reason and left in place (it is not the partner's file).
-- **Handles** (:func:`handle_problem`): after OPEN, the handle's FSTAT must match the listed entry:
-  a regular file, same size, same mtime. SFTP v3 (all OpenSSH offers) has no inode or device
-  number, so a link to a file of the same size *and* mtime (which a partner can set on its own
-  file) cannot be told apart by the handle; that residual is what the protocol leaves.
+- **Handles** (:func:`opened_path`, :func:`handle_problem`): an ``LSTAT`` of the path goes out
+  immediately before its ``OPEN``, in the same burst (no round trip of its own), and the server
+  answers in order, so it shows what the path was just before the OPEN resolved it: it must be the
+  listed regular file (size, mtime), else a link (or any other entry) is :class:`NotRegularFile`
+  and nothing is read. Then the handle's FSTAT must match that LSTAT: a regular file, same size,
+  same mtime. SFTP v3 (all OpenSSH offers) has no inode or device number, so FSTAT alone cannot
+  tell a link to a file of the same size *and* mtime (which a partner can set on its own file)
+  from the listed file; the LSTAT can. What remains is a swap between the LSTAT and the OPEN (both
+  handled by the server back to back, microseconds apart) to a link whose target has the same size
+  and mtime.
 
 Everything here is pure or takes the session as an argument; paramiko is imported only when a
 pipelined check runs.
@@ -135,19 +141,21 @@ class _Answers:
         self.by_num[num] = (t, msg)
 
 
-def handle_problem(attrs: Any, expected_size: int | None, expected_mtime: int | None) -> str | None:
-    """How an opened handle's FSTAT ``attrs`` differ from the listed entry (None: they match).
+def handle_problem(attrs: Any, expected_size: int | None, expected_mtime: int | None,
+                   what: str = "the opened file") -> str | None:
+    """How an opened handle's FSTAT ``attrs`` (or the path's LSTAT, ``what`` = "the path") differ
+    from the listed entry (None: they match).
 
     Not a regular file, another size, another mtime (whole seconds, as listed). The text names only
     what was listed, never the opened object's own size or time: it may be another partner's file.
     """
     mode = getattr(attrs, "st_mode", None)
     if mode is None or not stat_mod.S_ISREG(mode):
-        return "the opened file is not the listed regular file"
+        return f"{what} is not the listed regular file"
     if expected_size is not None and attrs.st_size != expected_size:
-        return f"listed {expected_size} bytes, the opened file has another size"
+        return f"listed {expected_size} bytes, {what} has another size"
     if expected_mtime is not None and int(attrs.st_mtime or 0) != int(expected_mtime):
-        return "the opened file does not have the listed modification time"
+        return f"{what} does not have the listed modification time"
     return None
 
 
@@ -185,6 +193,73 @@ def refusal(remote_path: str, problem: str, lstat) -> TransferError:
     mode = attrs.st_mode or 0
     if stat_mod.S_ISREG(mode):
         return HandleMismatch(remote_path, problem)
+    return not_regular(remote_path, mode)
+
+
+def not_regular(remote_path: str, mode: int) -> NotRegularFile:
+    """The refusal of a listed path that is now a link (or any entry but a regular file)."""
     what = "a symbolic link" if stat_mod.S_ISLNK(mode) else "something that is not a regular file"
     return NotRegularFile(f"{remote_path} was replaced by {what} after it was listed: refused (never followed), "
                           f"left in place")
+
+
+def lstat_answer(t: int, msg: Any, remote_path: str) -> Any:
+    """The attributes of a paramiko LSTAT answer; None: no such path. A refused LSTAT is a
+    :class:`TransferError` (the path cannot be checked, so it is not read)."""
+    from paramiko.sftp import CMD_ATTRS, CMD_STATUS, SFTP_NO_SUCH_FILE
+    from paramiko.sftp_attr import SFTPAttributes
+
+    if t == CMD_ATTRS:
+        return SFTPAttributes._from_msg(msg)
+    if t == CMD_STATUS:
+        code = msg.get_int()
+        if code == SFTP_NO_SUCH_FILE:
+            return None
+        raise TransferError(f"fetch of {remote_path} failed: the path cannot be checked (LSTAT: SFTP status {code})")
+    raise TransferError(f"fetch of {remote_path}: unexpected SFTP response type {t} to LSTAT")
+
+
+def opened_path(attrs: Any, remote_path: str, expected_size: int | None,
+                expected_mtime: int | None) -> tuple[int, int]:
+    """The verdict of the LSTAT ``attrs`` sent just before the OPEN of ``remote_path`` (None: there
+    was no such path): the ``(size, mtime)`` the handle's FSTAT must then show.
+
+    :raises NotRegularFile: a symbolic link, or any entry but a regular file (refused in place).
+    :raises HandleMismatch: no such path, or a regular file of another size or mtime than listed
+        (rewritten: readiness starts over).
+    """
+    if attrs is None:
+        raise HandleMismatch(remote_path, "the path was not there just before it was opened")
+    mode = attrs.st_mode or 0
+    if not stat_mod.S_ISREG(mode):
+        raise not_regular(remote_path, mode)
+    problem = handle_problem(attrs, expected_size, expected_mtime, what="the path")
+    if problem:
+        raise HandleMismatch(remote_path, problem)
+    return attrs.st_size, int(attrs.st_mtime or 0)
+
+
+def lstat_and_open(sftp: Any, path: str) -> tuple[Any, Any]:
+    """``(lstat attributes or None, file opened for reading)`` of ``path``, the LSTAT sent
+    immediately before the OPEN on a paramiko session (one round trip for both; the server answers
+    in order, so the LSTAT shows the path just before the OPEN resolved it). Other clients: ``lstat``
+    then ``open``. The caller checks the attributes before reading, and closes the file.
+
+    :raises FileNotFoundError: nothing to open (or, on other clients, to lstat).
+    """
+    if not all(hasattr(sftp, name) for name in ("_async_request", "_read_response", "_adjust_cwd")):
+        attrs = sftp.lstat(path)
+        return attrs, sftp.open(path, "rb")
+    from paramiko.sftp import CMD_LSTAT
+
+    answers = _Answers()
+    num = sftp._async_request(answers, CMD_LSTAT, sftp._adjust_cwd(path))
+    handle = sftp.open(path, "rb")  # reads the LSTAT's answer on the way: it comes first
+    answer = answers.by_num.pop(num, None)
+    try:
+        if answer is None:
+            raise OSError(f"{path}: the server answered the OPEN before the LSTAT sent ahead of it")
+        return lstat_answer(*answer, path), handle
+    except (OSError, TransferError) as exc:
+        handle.close()
+        raise OSError(str(exc)) from None

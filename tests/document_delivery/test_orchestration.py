@@ -6,6 +6,8 @@ session] → publish_results).
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from include import document_delivery as dd
@@ -221,3 +223,23 @@ def test_temporary_upload_is_left_alone_until_renamed(delivery_env):
     (note,) = env.items(category="document_delivery")
     assert note["metadata"]["file_name"] == "INV-7001.csv"
     assert env.names(env.inbound) == []
+
+
+def test_a_file_swapped_for_a_link_after_its_claim_gets_a_validation_case_not_a_transfer_retry(delivery_env):
+    """The intake refuses a link in place (another partner's bytes never read); the partner is told once."""
+    env = delivery_env
+    other = env.sshd.local_path("/partners/globex/inbound") / "SECRET-globex.csv"
+    other.write_bytes(make_valid_file(env.tmp / "src", "invoice", rows=3, name="g.csv", seed=77).read_bytes())
+    path = env.drop("INV-9001.csv", b"x" * other.stat().st_size)  # same size as the other partner's file
+    claimed = env.check_readiness()
+    path.unlink()
+    path.symlink_to("/partners/globex/inbound/SECRET-globex.csv")  # a path inside the server's chroot
+
+    outcomes = env.fetch_and_validate(claimed)
+    assert [o.kind for o in outcomes] == [dd.REJECTED]
+    assert "link" in outcomes[0].reason
+    summary = env.publish(outcomes)
+    (case,) = env.items(category="validation_failure")
+    assert summary["validation_cases"] == [case["id"]] and env.items(category="transfer_failure") == []
+    assert "SECRET" not in json.dumps(case) and "link" in case["body"]
+    assert path.is_symlink() and other.exists()  # nothing moved, nothing deleted

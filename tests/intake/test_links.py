@@ -5,8 +5,9 @@ at the other partner's real files, as a hostile partner's link would. Every test
 of globex's bytes (nor their digest) reach acme's staging copies, reports or ledger, that nothing
 is deleted, and that the ledger never records a path the file did not reach.
 
-What the handle check cannot see (SFTP v3 has no inode): a link to a file of the same size and the
-same mtime as the one listed. Not tested here as it is not caught.
+The FSTAT of the handle cannot tell a link to a file of the same size and mtime from the listed
+file (SFTP v3 has no inode): the LSTAT sent with the OPEN does, tested here. What remains, a swap
+between that LSTAT and the OPEN, is shown with a client that swaps right there.
 """
 from __future__ import annotations
 
@@ -105,15 +106,23 @@ def test_a_link_in_inbound_is_refused_at_listing_and_left_in_place(make_partner,
 
 
 # ---- the handle check ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mtime", ["its_own", "the_listed_one"])
 @pytest.mark.parametrize("how", ["fetch_many", "fetch", "fetch_many_big"])
 def test_a_file_swapped_for_a_same_size_link_is_refused_at_fetch(make_partner, make_inbox, drop, ledger, staging,
-                                                                 sshd_server, how):
+                                                                 sshd_server, how, mtime):
+    """``the_listed_one``: the partner set its file's mtime to the target's (read through the link),
+    so the handle's FSTAT matches the listing in every field SFTP v3 has; the LSTAT refuses it."""
     secret = SECRET * (PIPELINE_MAX_SIZE // len(SECRET) + 1) if how == "fetch_many_big" else SECRET
     target = globex_file(drop, data=secret)
     inbox = make_inbox(make_partner(stable_polls=1))
     ready = claimed(inbox, drop, {"INV-1.csv": b"i" * len(secret), "INV-2.csv": b"id\n2\n"})
     assert set(ready) == {"INV-1.csv", "INV-2.csv"}
+    listed = ledger.get(ready["INV-1.csv"].entry_id)
     local_link = link(sshd_server, f"{INBOUND}/INV-1.csv", target)  # same size, after the claim
+    if mtime == "the_listed_one":
+        os.utime(sshd_server.local_path(target), (listed.mtime, listed.mtime))
+        opened = inbox.sftp.stat(f"{INBOUND}/INV-1.csv")  # what an FSTAT of the opened link shows
+        assert (opened.st_size, opened.st_mtime) == (listed.size, listed.mtime)
 
     if how == "fetch":
         with pytest.raises(NotRegularFile, match="replaced by a symbolic link") as caught:
@@ -136,6 +145,44 @@ def test_a_file_swapped_for_a_same_size_link_is_refused_at_fetch(make_partner, m
     assert isinstance(again[ready["INV-1.csv"].entry_id], RefusedInPlace)
 
 
+class SwapBetweenLstatAndOpen:
+    """The real client, whose ``open`` of one path first takes the answer of the LSTAT sent ahead of
+    it (the path was checked: a regular file), then swaps the path for a link, then opens: the
+    window that remains, made by order rather than by timing."""
+
+    def __init__(self, real, path, swap):
+        self._real, self._path, self._swap = real, path, swap
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def open(self, path, *args, **kwargs):
+        if path == self._path:
+            if self._real._expecting:  # the LSTAT's answer, handed to the fetch's own receiver
+                self._real._read_response()
+            self._swap()
+        return self._real.open(path, *args, **kwargs)
+
+
+def test_a_swap_between_the_lstat_and_the_open_is_caught_by_the_handle(make_partner, make_inbox, drop, ledger,
+                                                                       staging, sshd_server, sftp):
+    """The FSTAT must match the LSTAT: a link to a file of another mtime opened in the window is still
+    refused as a link (a link to a file of the same size and mtime there is the residual documented in
+    include/intake/links.py)."""
+    target = globex_file(drop)
+    partner = make_partner(stable_polls=1)
+    inbox = make_inbox(partner)
+    ready = claimed(inbox, drop, {"INV-1.csv": b"i" * len(SECRET)})
+    local = sshd_server.local_path(f"{INBOUND}/INV-1.csv")
+    swapping = make_inbox(partner, client=SwapBetweenLstatAndOpen(sftp, f"{INBOUND}/INV-1.csv",
+                                                                  lambda: link(sshd_server, f"{INBOUND}/INV-1.csv",
+                                                                               target)))
+    with pytest.raises(NotRegularFile, match="replaced by a symbolic link"):
+        swapping.fetch(ready["INV-1.csv"])
+    assert local.is_symlink() and ledger.get(ready["INV-1.csv"].entry_id).status == "quarantined"
+    assert_no_secret_anywhere(staging, ledger, partner.key)
+
+
 def test_a_rewritten_file_is_changed_not_refused(make_partner, make_inbox, drop, ledger):
     """The handle check's other side: a regular file with another mtime is being rewritten (readiness
     starts over), not a link."""
@@ -155,6 +202,9 @@ def test_a_manifest_swapped_for_a_link_does_not_vouch(make_partner, make_inbox, 
     inbox = make_inbox(make_partner(marker="manifest", stable_polls=1))
     ready = claimed(inbox, drop, {"INV-1.csv": data,
                                   "INV-1.csv.sha256": f"{hashlib.sha256(data).hexdigest()}  INV-1.csv\n".encode()})
+    own = sshd_server.local_path(f"{INBOUND}/INV-1.csv.sha256").stat()
+    assert own.st_size == sshd_server.local_path(target).stat().st_size
+    os.utime(sshd_server.local_path(target), (own.st_mtime, own.st_mtime))  # same size, same mtime
     link(sshd_server, f"{INBOUND}/INV-1.csv.sha256", target)
     fetched, errors = inbox.fetch_many(list(ready.values()))
     assert errors == {} and fetched[0].outcome == "quarantined"
