@@ -3,9 +3,10 @@
 Starts a real OpenSSH sshd, the TG sandbox over HTTP and PostgreSQL on loopback, then:
 
 1. a control trial (seed 0, no kill): its wave run's duration is the *horizon* of the kill points;
-2. ``--trials`` trials (seeds 1..N): each SIGKILLs the wave's run after ``uniform(0, horizon)``
-   seconds from a seeded RNG (the same seed, the same delay: ``--horizon`` fixes the horizon to
-   reproduce a run of this script exactly), retries the same run, runs the next one, and checks
+2. ``--trials`` trials (seeds 1..N): each SIGKILLs the wave's run after a delay drawn from a seeded
+   RNG, uniform within slice ``seed % N`` of N equal slices of the horizon (so 20 trials cover the
+   whole run; the same seed, the same delay: ``--horizon`` fixes the horizon to reproduce a run of
+   this script exactly), retries the same run, runs the next one, and checks
    the promises (tests/trials/invariants.py): every file once in archive or quarantine, one TG item
    each, the ledger closed and pointing at the items, the journal holding each file's steps.
 
@@ -17,6 +18,7 @@ figures; exits 1 if any trial broke a promise.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -77,6 +79,7 @@ def main() -> int:
     with ExitStack() as stack:
         sshd = stack.enter_context(start_sshd(work / "sshd"))
         sandbox = stack.enter_context(start_sandbox(work / "sandbox"))
+        logging.getLogger().setLevel(logging.WARNING)  # the runs' info lines would drown the figures
         warm_up()
         tag = new_tag()
         with trial_env(work / "control", sshd, sandbox, name="control") as env:
@@ -89,7 +92,7 @@ def main() -> int:
         trials = []
         for seed in range(args.first_seed, args.first_seed + args.trials):
             with trial_env(work / f"seed{seed}", sshd, sandbox, name=f"seed{seed}") as env:
-                trials.append(run_crash_trial(env, seed, tag, kill_after=kill_delay(seed, horizon)))
+                trials.append(run_crash_trial(env, seed, tag, kill_after=kill_delay(seed, horizon, args.trials)))
             print(trial_line(trials[-1]), flush=True)
         print_figures(trials, horizon)
     return 1 if any(t.problems for t in trials) else 0

@@ -52,8 +52,24 @@ def check_readiness(run: InboundRun, inbox: PartnerInbox) -> list[int]:
     """
     poll_until_ready(run, inbox)
     owned = run.ledger.claimed_unannounced(run.partner.key, run.ctx.claim_token)
+    owned = sorted({*owned, *unnoted_duplicates(run)})
     log.info("%s: %d file(s) for this run", run.partner.key, len(owned))
     return owned
+
+
+def unnoted_duplicates(run: InboundRun) -> list[int]:
+    """Re-deliveries this run holds whose note is not posted yet (the ledger's ``claimed_unannounced``
+    leaves closed duplicates out): the fetch closes a duplicate at once, so a run killed before its
+    publish step must still note (and journal) it on the retry. One indexed query."""
+    from sqlalchemy import select
+
+    from include.intake.ledger import DUPLICATE, intake_files
+
+    c = intake_files.c
+    query = select(c.id).where(c.partner_key == run.partner.key, c.claimed_by == run.ctx.claim_token,
+                               c.status == DUPLICATE, c.closed_at.is_not(None), c.announced_at.is_(None))
+    with run.engine.connect() as conn:
+        return [row[0] for row in conn.execute(query)]
 
 
 def fetch_and_validate(run: InboundRun, inbox: PartnerInbox, sftp: Any, entry_ids: list[int]) -> list[Outcome]:

@@ -35,6 +35,7 @@ class PublishPlan:
     actions: list[dict] = field(default_factory=list)  # follow-ups on existing items, for the operator
     subjects: list[dict] = field(default_factory=list)  # per post: what it is about (for the record step)
     duplicates: int = 0  # identical re-deliveries among the outcomes
+    noted_duplicates: list[int] = field(default_factory=list)  # ledger entries whose note is in ``actions``
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +43,8 @@ class PublishPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PublishPlan:
         return cls(posts=list(data.get("posts") or []), actions=list(data.get("actions") or []),
-                   subjects=list(data.get("subjects") or []), duplicates=int(data.get("duplicates") or 0))
+                   subjects=list(data.get("subjects") or []), duplicates=int(data.get("duplicates") or 0),
+                   noted_duplicates=[int(i) for i in data.get("noted_duplicates") or []])
 
 
 def plan_posts(run: InboundRun, outcomes: list[Outcome]) -> PublishPlan:
@@ -75,26 +77,34 @@ def plan_posts(run: InboundRun, outcomes: list[Outcome]) -> PublishPlan:
                             f"`{subject['sha256']}`), announced in notification {POSTED_ITEM_ID}: {POSTED_ITEM_URL}"),
             })
             subject["resolves"].append(case.external_ref)
-    actions = _duplicate_notes(run, outcomes)
+    actions, noted = _duplicate_notes(run, outcomes)
     if any(o.kind != TRANSFER_FAILED for o in outcomes):
         actions += _session_recoveries(run)
     return PublishPlan(posts=posts, actions=actions, subjects=subjects,
-                       duplicates=sum(o.kind == DUPLICATE for o in outcomes))
+                       duplicates=sum(o.kind == DUPLICATE for o in outcomes), noted_duplicates=noted)
 
 
-def _duplicate_notes(run: InboundRun, outcomes: list[Outcome]) -> list[dict]:
-    """A re-delivered identical file: one partner-visible comment on the original notification."""
-    notes = []
-    for outcome in outcomes:
-        if outcome.kind != DUPLICATE or not outcome.duplicate_of:
-            continue
-        original = run.ledger.get(outcome.duplicate_of)
-        if not original.tg_item_id or not run.ledger.claim_announcement(outcome.entry_id):
+def _duplicate_notes(run: InboundRun, outcomes: list[Outcome]) -> tuple[list[dict], list[int]]:
+    """A re-delivered identical file: one partner-visible comment on the original notification.
+
+    Returns the notes and the duplicates' entry ids. The entry counts as announced only once the note
+    is posted (:func:`record_posts`): a run killed in between notes it on its retry (the operator
+    does not post an identical comment twice).
+    """
+    duplicates = [o for o in outcomes if o.kind == DUPLICATE and o.duplicate_of]
+    if not duplicates:
+        return [], []
+    entries = run.ledger.get_many({i for o in duplicates for i in (o.entry_id, o.duplicate_of)})
+    notes, noted = [], []
+    for outcome in duplicates:
+        original = entries[outcome.duplicate_of]
+        if not original.tg_item_id or entries[outcome.entry_id].announced_at is not None:
             continue
         notes.append({"item_id": original.tg_item_id, "visibility": "partner",
                       "comment": (f"The same content was delivered again as {cases.md_name(outcome.file_name)}; "
                                   f"it was archived as a duplicate and not processed again.")})
-    return notes
+        noted.append(outcome.entry_id)
+    return notes, noted
 
 
 def _session_recoveries(run: InboundRun) -> list[dict]:
@@ -133,6 +143,8 @@ def record_posts(run: InboundRun, plan: PublishPlan, posted: list[dict]) -> dict
                                    ledger_entry_id=subject["entry_id"], detail=subject["kind"]))
     remember_items(run.engine, rows)
     run.ledger.set_tg_items(tg_items)
+    for entry_id in plan.noted_duplicates:  # the operator posted their notes
+        run.ledger.claim_announcement(entry_id)
     for subject, item in zip(plan.subjects, posted):
         for case_ref in subject["resolves"]:
             set_status(run.engine, case_ref, "resolved", resolved_by=str(item["item_id"]))
