@@ -6,7 +6,8 @@ spend minutes (GX) or seconds (vectorised rules) on fixed costs alone. :func:`va
 each file with the same safe reader, concatenates the frames of one column layout and *screens* them
 all in one vectorised pass: the built-in checks (formula cells, values that do not parse as their
 declared type), every suite expectation that :mod:`include.checks.fast_rules` evaluates with GX's
-own pandas semantics, and ``expect_column_values_to_be_unique`` within each file.
+own pandas semantics, and ``expect_column_values_to_be_unique`` within each file. A header holding a
+formula cell, or a code column (``exact_digits``) in scientific notation, flags its file too.
 
 - A file the screen finds **nothing** in gets its report from the screen. With every count zero, a
   report is determined by the file's rows, columns and missing cells, and is the one the reference
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from include.checks import fast_rules
+from include.checks.cells import exponent_rows
 from include.checks.reading import (
     DEFAULT_MAX_LINE_BYTES,
     SimpleCsv,
     formula_rows,
+    header_formula_cells,
     read_simple_tables,
     read_table,
     simple_csv,
@@ -130,6 +133,10 @@ def validate_files(
         if (not spec.allow_extra_columns and set(columns) - declared) or not needed <= set(columns):
             alone(index)  # unexpected columns (a read error) or an optional column a rule needs
             continue
+        candidates = parts.formula_candidates if parts is not None else frame.attrs.get("formula_candidates", True)
+        if candidates and header_formula_cells(columns):
+            alone(index)  # the reference path reports the header's formula cells (as it scans this file's cells)
+            continue
         seconds = time.perf_counter() - started
         if parts is not None:
             simple.setdefault(columns, []).append((index, parts, seconds))
@@ -198,6 +205,7 @@ def _screen(spec: SuiteSpec, columns: list[str], frame, lengths: list[int], meta
     flagged = np.zeros(len(frame), dtype=bool)
     if frame.attrs.get("formula_candidates", True):
         flagged |= formula_rows(frame)
+    flagged |= exponent_rows(frame, spec.digit_columns)  # the reader refuses these (code_as_number)
     typed = frame.copy(deep=False)
     present: dict[str, np.ndarray] = {}
     for column in spec.columns:
@@ -226,7 +234,8 @@ def _screen(spec: SuiteSpec, columns: list[str], frame, lengths: list[int], meta
         rows = int(lengths[k])
         formulas, parse, merged = _new_checks(spec)
         zero = dict(unexpected_count=0, samples=[], rows=[], sample_size=sample_size)
-        formulas.add(element_count=rows * len(columns), nonmissing_count=rows * len(columns), **zero)
+        checked = (rows + 1) * len(columns)  # the header's cells too, as the reference path counts them
+        formulas.add(element_count=checked, nonmissing_count=checked, **zero)
         for name, check in parse.items():
             if name in present:
                 check.add(element_count=rows, nonmissing_count=int(present[name][k]), **zero)

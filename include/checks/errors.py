@@ -22,7 +22,9 @@ FIELD_COUNT_MISMATCH = "field_count_mismatch"  # a record (not the last) with to
 MALFORMED_CSV = "malformed_csv"  # broken quoting the csv module rejects (e.g. '"a"b'), or a giant field
 NOT_XLSX = "not_xlsx"  # declared XLSX but not a readable workbook
 UNREADABLE = "unreadable"  # any other failure while reading (logged with its traceback)
-FORMULA_CELLS = "formula_cells"  # cells starting with = + - @ tab CR (CSV/formula injection)
+FORMULA_CELLS = "formula_cells"  # cells starting with = + - @ tab CR (CSV/formula injection), header included
+NUL_BYTE = "nul_byte"  # a NUL character in a cell or the header (no database column can hold it)
+CODE_AS_NUMBER = "code_as_number"  # a code column (GTIN...) holds a number cell or scientific notation: digits lost
 # XLSX refused before openpyxl reads it (include/checks/xlsx_guard.py; limits in docs/checks.md).
 XLSX_TOO_LARGE = "xlsx_too_large"  # file size, part count or total uncompressed size over the limit
 XLSX_COMPRESSION_RATIO = "xlsx_compression_ratio"  # a part inflates far more than real workbooks (zip bomb)
@@ -56,6 +58,8 @@ READ_REASON_CODES = frozenset(
         NOT_XLSX,
         UNREADABLE,
         FORMULA_CELLS,
+        NUL_BYTE,
+        CODE_AS_NUMBER,
         XLSX_TOO_LARGE,
         XLSX_COMPRESSION_RATIO,
         XLSX_ACTIVE_CONTENT,

@@ -27,16 +27,29 @@ What a successful read guarantees (and what each failure is called, see :mod:`in
   spreadsheet shows a number for those and executes nothing. With ``formulas="reject"`` (default)
   they raise ``formula_cells`` with their locations; ``formulas="allow"`` returns them (the runner
   does that and reports them as the failed ``no_formula_cells`` check, next to the other results).
+  Header cells count too (row 1): a column named ``=HYPERLINK(...)`` runs like any other cell.
+- A NUL character anywhere is ``nul_byte`` with its row and column (no database stores it), and a code
+  column (``digit_columns``: the suite's ``exact_digits``) holding an XLSX number cell or scientific
+  notation is ``code_as_number`` (:mod:`include.checks.cells`).
 """
 from __future__ import annotations
 
 import codecs
 import csv
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.checks.cells import (
+    code_as_number_error,
+    is_code_as_number,
+    locate_nul,
+    nul_error,
+    nul_in_cells,
+    refuse_exponent_cells,
+)
 from include.checks.errors import (
     DUPLICATE_COLUMNS,
     EMPTY,
@@ -104,6 +117,7 @@ def read_table(
     sheet: str | None = None,
     number_columns: Sequence[str] = (),
     xlsx_limits: WorkbookLimits | None = None,
+    digit_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read the whole file as a DataFrame of text cells (see the module docstring for the rules).
 
@@ -118,12 +132,14 @@ def read_table(
         otherwise it stays text. ``attrs["number_columns"]`` names the columns that were parsed.
     :param xlsx_limits: what an XLSX workbook may hold (``xlsx_guard.limits_for(suite)``; default
         ``xlsx_guard.DEFAULT_LIMITS``).
+    :param digit_columns: code columns (GTIN...): a number cell (XLSX) or scientific notation there is
+        ``code_as_number``.
     :raises UnreadableFile: with a reason code from :mod:`include.checks.errors`.
     :raises FileNotFoundError: the path does not exist (a caller bug, not bad input).
     """
     chunks = list(
         _read(path, fmt, None, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns,
-              xlsx_limits)
+              xlsx_limits, digit_columns)
     )
     if len(chunks) == 1:
         return chunks[0]
@@ -208,6 +224,7 @@ def iter_table_chunks(
     sheet: str | None = None,
     number_columns: Sequence[str] = (),
     xlsx_limits: WorkbookLimits | None = None,
+    digit_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """Like :func:`read_table` but yields DataFrames of at most ``chunksize`` rows (bounded memory).
 
@@ -220,11 +237,11 @@ def iter_table_chunks(
     if not chunksize or chunksize < 1:
         raise ValueError("chunksize must be a positive number of rows")
     return _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns,
-                 xlsx_limits)
+                 xlsx_limits, digit_columns)
 
 
 def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas, max_line_bytes, sheet, number_columns=(),
-          xlsx_limits=None):
+          xlsx_limits=None, digit_columns=()):
     """Run every whole-file check eagerly, then return an iterator of DataFrames."""
     if formulas not in ("reject", "allow"):
         raise ValueError("formulas must be 'reject' or 'allow'")
@@ -233,9 +250,10 @@ def _read(path, fmt, chunksize, delimiter, encoding, required_columns, formulas,
     if size == 0:
         raise UnreadableFile(ZERO_BYTES, "the file is empty (0 bytes); often an upload that did not finish")
     if fmt == "csv":
-        frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns)
+        frames, candidates = _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns,
+                                       digit_columns)
     elif fmt == "xlsx":
-        frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet, xlsx_limits), True
+        frames, candidates = _open_xlsx(path, chunksize, required_columns, sheet, xlsx_limits, digit_columns), True
     else:
         raise ValueError(f"unsupported format {fmt!r} (csv or xlsx)")
     frames = _marked(frames, candidates)
@@ -256,8 +274,8 @@ def _marked(frames, candidates: bool):
 
 
 def _rejecting_formulas(frames):
-    for frame in frames:
-        count, cells = find_formula_cells(frame)
+    for number, frame in enumerate(frames):
+        count, cells = find_formula_cells(frame, header=number == 0)
         if count:
             shown = ", ".join(f"{c['column']} row {c['row']} ({c['value']!r})" for c in cells[:5])
             raise UnreadableFile(
@@ -272,7 +290,7 @@ def _rejecting_formulas(frames):
 # ---------------------------------------------------------------------------------------------- CSV
 
 
-def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns=()):
+def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_bytes, number_columns=(), digit_columns=()):
     scan = _prescan_csv(path, delimiter, encoding, max_line_bytes)
     text_encoding = "utf-8-sig" if scan.has_bom else encoding
     header = _csv_header(path, delimiter, text_encoding, required_columns)
@@ -303,6 +321,7 @@ def _open_csv(path, chunksize, delimiter, encoding, required_columns, max_line_b
                 frame.columns = header  # names stripped of surrounding blanks
                 if numbers:
                     _settle_number_columns(frame, [header[i] for i in numbers], path, delimiter, text_encoding)
+                refuse_exponent_cells(frame, digit_columns)
                 yield frame
         except (pd.errors.ParserError, ValueError) as exc:  # the csv pass should have caught it
             raise UnreadableFile(MALFORMED_CSV, f"pandas could not parse the file: {_short(exc)}") from exc
@@ -370,7 +389,7 @@ def read_cells(
 
 
 def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int) -> _Prescan:
-    """One binary pass in bounded blocks: encoding, line length, blank file, formula candidates."""
+    """One binary pass in bounded blocks: encoding, line length, blank file, NUL, formula candidates."""
     block_size = max(1, min(_BLOCK, max_line_bytes))
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     lines = 0  # line breaks seen before the current block
@@ -379,6 +398,7 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
     has_bom = False
     nonblank = False
     candidates = False
+    nul_line = None  # physical line of the first NUL byte
     tail = b""
     counter = _FieldCounter(delimiter) if codecs.lookup(encoding).name in _ASCII_SAFE else None
     with open(path, "rb") as fh:
@@ -408,6 +428,8 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
                     f"partner for {encoding}, or configure the partner's encoding explicitly",
                     {"line": line, "byte_offset": offset + bad_at, "bytes": bad.hex()},
                 ) from None
+            if nul_line is None and (nul := block.find(b"\x00")) != -1:
+                nul_line = lines + block.count(b"\n", 0, nul) + 1
             first = block.find(b"\n")
             if first == -1:
                 since_newline += len(block)
@@ -442,6 +464,9 @@ def _prescan_csv(path: Path, delimiter: str, encoding: str, max_line_bytes: int)
             ) from None
     if not nonblank:
         raise UnreadableFile(EMPTY, "the file contains no data, only blank lines or whitespace")
+    if nul_line is not None:
+        raise locate_nul(path, delimiter=delimiter, encoding="utf-8-sig" if has_bom else encoding, line=nul_line,
+                         max_field_chars=max_line_bytes)
     return _Prescan(
         size=offset,
         has_bom=has_bom,
@@ -671,7 +696,7 @@ def _check_records(path: Path, delimiter: str, encoding: str, width: int, max_li
 # --------------------------------------------------------------------------------------------- XLSX
 
 
-def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookLimits | None = None):
+def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookLimits | None = None, digit_columns=()):
     import zipfile
 
     from include.checks.xlsx_guard import DEFAULT_LIMITS, inspect_workbook
@@ -713,11 +738,14 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookL
     while header and not header[-1]:
         header.pop()
     try:
+        if (position := nul_in_cells(header)) is not None:
+            raise nul_error(header_row, header[position], header[position])
         names = _check_header([n.strip() for n in header], None, required_columns, ", ".join(header))
     except UnreadableFile:
         close()
         raise
     width = len(names)
+    codes = [(names.index(c), c) for c in digit_columns if c in names]
 
     def frames():
         import pandas as pd
@@ -728,6 +756,7 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookL
                 cells = [_xlsx_text(v) for v in values]
                 if not any(c is not None and c != "" for c in cells):
                     continue
+                _refuse_xlsx_cells(number, values, cells, names, codes)
                 if any(c not in (None, "") for c in cells[width:]):
                     raise UnreadableFile(
                         FIELD_COUNT_MISMATCH,
@@ -749,6 +778,16 @@ def _open_xlsx(path: Path, chunksize, required_columns, sheet, limits: WorkbookL
             close()
 
     return frames()
+
+
+def _refuse_xlsx_cells(number: int, values, cells: list, names: list[str], codes: list[tuple[int, str]]) -> None:
+    """A row's NUL (``nul_byte``) and code cells stored as numbers (``code_as_number``)."""
+    if (position := nul_in_cells(cells)) is not None:
+        column = names[position] if position < len(names) else f"column {position + 1}"
+        raise nul_error(number, column, cells[position])
+    for position, column in codes:
+        if position < len(values) and is_code_as_number(values[position]):
+            raise code_as_number_error(column, number, values[position])
 
 
 def _xlsx_text(value) -> str | None:
@@ -823,14 +862,20 @@ def read_column_rows(
 # ------------------------------------------------------------------------------------------ formulas
 
 
-def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) -> tuple[int, list[dict[str, Any]]]:
+def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS,
+                       header: bool = False) -> tuple[int, list[dict[str, Any]]]:
     """Count formula cells in ``df`` and list the first ``limit`` as ``{"row", "column", "value"}``.
 
     ``row`` is the spreadsheet row number (header = 1, so index ``i`` is row ``i + 2``), ``value`` a
-    short excerpt. Plain numbers with a sign are not formula cells.
+    short excerpt. Plain numbers with a sign are not formula cells. ``header``: the column names count
+    too (row 1); pass it for a file's first chunk only, so a header is counted once.
     """
     total = 0
     hits: list[tuple[int, int, str, str]] = []
+    if header:
+        for position, name in header_formula_cells(df.columns):
+            total += 1
+            hits.append((-1, position, name, name))
     for position, column, formulas in _formula_columns(df):
         total += len(formulas)
         for index, value in formulas.head(limit).items():
@@ -838,6 +883,17 @@ def find_formula_cells(df: pd.DataFrame, *, limit: int = MAX_FORMULA_LOCATIONS) 
     hits.sort()
     cells = [{"row": i + 2, "column": c, "value": _excerpt(v, 40)} for i, _, c, v in hits[:limit]]
     return total, cells
+
+
+def is_formula_text(value: Any) -> bool:
+    """Whether one cell's text would run as a spreadsheet formula (the rule of the module docstring)."""
+    return (isinstance(value, str) and value.startswith(FORMULA_PREFIXES)
+            and re.fullmatch(_NUMBER_TEXT, value) is None)
+
+
+def header_formula_cells(columns: Sequence[Any]) -> list[tuple[int, str]]:
+    """``(position, name)`` of the header cells that are formula cells."""
+    return [(position, name) for position, name in enumerate(columns) if is_formula_text(name)]
 
 
 def formula_rows(df: pd.DataFrame):

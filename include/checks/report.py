@@ -3,7 +3,9 @@
 ``CheckReport.to_json()`` is the "check report" file the document_delivery DAG attaches to the
 Trading Grid case; ``summary_markdown()`` is the comment text a person reads there. Both are built
 from plain data (no pandas / great-expectations objects), so a report survives XCom and JSON round trips
-(:meth:`CheckReport.from_dict`).
+(:meth:`CheckReport.from_dict`). Every text in both (names, values, messages) passes through
+:func:`include.textsafe.safe_text`: a NUL or a lone surrogate from a partner's file would make the
+case it is attached to fail on every retry.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from include.checks.errors import EXPECTATIONS_FAILED, FORMULA_CELLS
+from include.textsafe import safe_text
 
 REPORT_VERSION = 1
 #: Longest cell excerpt shown to people; longer values are cut with an ellipsis.
@@ -161,10 +164,8 @@ def _label(result: ExpectationResult) -> str:
 
 
 def _cut(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
-    text = str(value)
-    # Make control characters visible instead of letting them break lines in the table.
-    text = text.encode("unicode_escape").decode("ascii") if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    # Control characters (line breaks too) made visible instead of breaking lines in the table.
+    return safe_text(value, limit, keep="")
 
 
 # Enough to neutralise emphasis, links/images, autolinks, HTML/entities and table pipes inside a cell.
@@ -174,7 +175,7 @@ _MD_SPECIAL = set("\\`*_{}[]<>#!|~&:")
 def md_escape(text: Any) -> str:
     """Escape text for a markdown table cell: markdown punctuation, HTML, pipes and line breaks."""
     out = []
-    for ch in str(text):
+    for ch in safe_text(text, keep="\r\n\t"):
         if ch in "\r\n":
             out.append(" ")
         elif ch in _MD_SPECIAL:
@@ -186,17 +187,19 @@ def md_escape(text: Any) -> str:
 
 def md_code(text: Any) -> str:
     """Show text as inline code, safe in a table cell: backticks and pipes cannot end the span or cell."""
-    body = str(text).replace("\r", " ").replace("\n", " ").replace("|", "¦").replace("`", "ˋ")
+    body = safe_text(text, keep="\r\n\t").replace("\r", " ").replace("\n", " ").replace("|", "¦").replace("`", "ˋ")
     return f"`{body}`" if body.strip() else "`␣`"
 
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return safe_text(value)
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {safe_text(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
+    if value is None or isinstance(value, (int, bool)):
         return value
-    return str(value)
+    return safe_text(value)

@@ -147,6 +147,7 @@ def read_options(spec: SuiteSpec, *, delimiter: str | None = None, encoding: str
         # parsed by pandas' C reader when a chunk is all finite numbers: no text copy, no second parse
         number_columns=[c.name for c in spec.columns if c.type in _NUMBER_KINDS],
         xlsx_limits=limits_for(spec.name),  # per document type (include/checks/xlsx_guard.py)
+        digit_columns=spec.digit_columns,  # exact_digits: a number cell or 4.00638E+12 is code_as_number
     )
 
 
@@ -385,11 +386,14 @@ def _validate_frames(
                 )
 
         tick = time.perf_counter()
-        # The reader's pre-scan says whether any field can start with a formula character at all.
-        count, cells = find_formula_cells(frame) if frame.attrs.get("formula_candidates", True) else (0, [])
+        # The reader's pre-scan says whether any field (header included) can start with a formula character.
+        header = chunks == 1  # the header's cells are checked (and counted) once, with the first chunk
+        count, cells = (find_formula_cells(frame, header=header) if frame.attrs.get("formula_candidates", True)
+                        else (0, []))
+        checked = frame.size + (len(frame.columns) if header else 0)
         merged_formulas.add(
-            element_count=frame.size,
-            nonmissing_count=frame.size,  # percent of all cells: counting empty ones costs a full pass
+            element_count=checked,
+            nonmissing_count=checked,  # percent of all cells: counting empty ones costs a full pass
             unexpected_count=count,
             samples=[c["value"] for c in cells],
             rows=[c["row"] for c in cells],

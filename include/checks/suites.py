@@ -12,7 +12,8 @@ Format (see docs/checks.md)::
       "columns": [
         {"name": "invoice_number", "type": "string", "required": true},
         {"name": "invoice_date", "type": "date", "format": "%Y-%m-%d", "required": true},
-        {"name": "amount", "type": "number", "required": true}
+        {"name": "amount", "type": "number", "required": true},
+        {"name": "gtin", "type": "string", "required": false, "exact_digits": true}
       ],
       "expectations": [
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "invoice_number"},
@@ -24,7 +25,10 @@ Format (see docs/checks.md)::
 (``expect_column_values_to_be_unique`` -> ``ExpectColumnValuesToBeUnique``), ``kwargs`` its arguments.
 Column ``type`` (string | number | integer | date) says how the runner converts the text cells
 before great-expectations sees them; a cell that does not convert is reported as a failure of the
-built-in ``values_parse_as_<type>`` check. Loading a suite is plain JSON (no great-expectations import);
+built-in ``values_parse_as_<type>`` check. ``exact_digits`` marks a string column holding a code
+written in digits (GTIN, SSCC, tariff code): the reader refuses the file (``code_as_number``) when
+such a cell is an XLSX number cell or a text in scientific notation (``4.00638E+12``), because a
+spreadsheet keeps numbers to 15 significant digits without leading zeros. Loading a suite is plain JSON (no great-expectations import);
 only :func:`build_gx_suite` imports great-expectations.
 """
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ColumnSpec:
     type: str = "string"
     required: bool = True
     format: str | None = None  # strftime format for type "date" (default ISO 8601 %Y-%m-%d)
+    exact_digits: bool = False  # a code in digits: never a number cell, never scientific notation
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ class SuiteSpec:
     @property
     def column_types(self) -> dict[str, ColumnSpec]:
         return {c.name: c for c in self.columns}
+
+    @property
+    def digit_columns(self) -> list[str]:
+        """The ``exact_digits`` columns (codes a spreadsheet must not have turned into numbers)."""
+        return [c.name for c in self.columns if c.exact_digits]
 
 
 def list_suites(directory: str | Path | None = None) -> list[str]:
@@ -168,18 +178,22 @@ def parse_suite(data: dict[str, Any], path: str | None = None) -> SuiteSpec:
             raw = {"name": raw}
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
             raise InvalidSuite(f"{where}: each column needs a 'name'")
-        extra = set(raw) - {"name", "type", "required", "format"}
+        extra = set(raw) - {"name", "type", "required", "format", "exact_digits"}
         if extra:
             raise InvalidSuite(f"{where}: column {raw['name']!r} has unknown keys {sorted(extra)}")
         ctype = raw.get("type", "string")
         if ctype not in COLUMN_TYPES:
             raise InvalidSuite(f"{where}: column {raw['name']!r} type must be one of {COLUMN_TYPES}")
+        exact_digits = raw.get("exact_digits", False)
+        if not isinstance(exact_digits, bool) or (exact_digits and ctype != "string"):
+            raise InvalidSuite(f"{where}: column {raw['name']!r}: 'exact_digits' is true or false, on a string column")
         columns.append(
             ColumnSpec(
                 name=raw["name"],
                 type=ctype,
                 required=bool(raw.get("required", True)),
                 format=raw.get("format") or ("%Y-%m-%d" if ctype == "date" else None),
+                exact_digits=exact_digits,
             )
         )
     if not columns:

@@ -10,6 +10,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from include.textsafe import safe_text
+
 if TYPE_CHECKING:  # pragma: no cover
     from include.intake.ledger import LedgerEntry
 
@@ -26,8 +28,9 @@ _REVISION_MARKER = re.compile(
 
 
 def printable_name(file_name: str) -> str:
-    """A file name safe for JSON, logs and TG: undecodable bytes (surrogates) become ``\\xNN``."""
-    return file_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name safe for JSON, logs, TG and the database: undecodable bytes (surrogates) become
+    ``\\xNN``, so do NUL and other control characters (:func:`include.textsafe.safe_text`)."""
+    return safe_text(file_name)
 
 
 def document_key(doc_type: str | None, file_name: str) -> str:

@@ -6,7 +6,9 @@
 - a partner whose SFTP session failed for good: one transfer_failure case per partner and day.
 
 Every ``external_ref`` comes from the use case, the partner and the file version (document key +
-sha256, or + size/mtime for a file never fetched), so reruns converge on the same items.
+sha256, or + size/mtime for a file never fetched), so reruns converge on the same items. Their texts
+(titles, bodies, metadata) go out through :func:`include.exchange.cases.post_request`, which makes them
+safe for TG (:mod:`include.textsafe`).
 """
 from __future__ import annotations
 
@@ -65,8 +67,10 @@ def notification_post(partner: Partner, outcome: Outcome, ctx: RunContext) -> di
 def validation_case_post(partner: Partner, outcome: Outcome, ctx: RunContext) -> dict:
     import json
 
-    report = outcome.report or json.dumps({"file_name": outcome.file_name, "passed": False,
-                                           "reason_code": outcome.code, "message": outcome.reason},
+    from include.textsafe import safe_data
+
+    report = outcome.report or json.dumps(safe_data({"file_name": outcome.file_name, "passed": False,
+                                                     "reason_code": outcome.code, "message": outcome.reason}),
                                           indent=2, ensure_ascii=False)
     return cases.validation_failure_post(
         partner, use_case=USE_CASE, subject=f"{outcome.document_key}:{outcome.sha256 or outcome.version}",

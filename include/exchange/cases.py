@@ -5,11 +5,17 @@ Each builder returns a *post request* for the plugin's bulk post operator
 ``external_ref`` (:func:`trading_grid.refs.external_ref` of use case, partner, subject and reason) and,
 for a validation failure, the check report attached inline (JSON text), so the task that posts needs no
 disk shared with the worker that checked the file.
+
+Every request goes out through :func:`post_request`, which passes the payload's texts (title, body,
+metadata strings) through :func:`include.textsafe.safe_text`: a NUL or a control character in a file
+name, a reason or a check message would make TG refuse the item (400) on every retry.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
+
+from include.textsafe import safe_data, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.partners import Partner
@@ -18,12 +24,17 @@ VALIDATION_FAILURE = "validation_failure"
 TRANSFER_FAILURE = "transfer_failure"
 VALIDATION_REASON = "validation_failed"
 TRANSFER_REASON = "transfer_failed"
+#: What TG takes (the contract's maxima); longer texts are cut with an ellipsis.
+MAX_TITLE_CHARS = 500
+MAX_BODY_CHARS = 100_000
+#: Longest string value kept in an item's metadata (file names, paths, errors).
+MAX_METADATA_TEXT = 2000
 
 
 def md_name(text: str) -> str:
     """A file name as a markdown code span: shown literally, whatever characters it holds."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text).replace("`", "'")
-    return f"`{cleaned}`"
+    escaped = safe_text(text, 300, keep="")  # controls, NUL, surrogates as \\xNN; other invisibles as ?
+    return "`" + "".join(ch if ch.isprintable() else "?" for ch in escaped).replace("`", "'") + "`"
 
 
 def item_ref(use_case: str, partner: Partner, subject: str, reason: str) -> str:
@@ -38,16 +49,30 @@ def report_attachment(file_name: str, report_json: str):
 
     from include.intake.names import safe_local_name
 
+    # backslashreplace: a stray lone surrogate becomes a JSON \\udcXX escape instead of an error.
     return InlineAttachment(filename=f"check-report-{safe_local_name(file_name, 100)}.json",
-                            content=report_json.encode("utf-8"), content_type="application/json")
+                            content=report_json.encode("utf-8", "backslashreplace"), content_type="application/json")
 
 
 def post_request(payload: dict[str, Any], *, attachments=(), actions=()) -> dict[str, Any]:
-    """One request for the bulk post operator (``ItemPost.to_dict()``): the item, then its attachments and
-    the follow-up actions on other items that run once it exists."""
+    """One request for the bulk post operator (``ItemPost.to_dict()``): the item (its texts made safe,
+    :func:`safe_payload`), then its attachments and the follow-up actions on other items that run once it exists."""
     from trading_grid.posts import ItemPost
 
-    return ItemPost(payload, attachments=tuple(attachments), actions=tuple(actions)).to_dict()
+    return ItemPost(safe_payload(payload), attachments=tuple(attachments), actions=tuple(actions)).to_dict()
+
+
+def safe_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The item payload with every text TG or a database might refuse escaped and bounded: the title
+    on one line, the body, and the metadata's strings (keys too)."""
+    safe = dict(payload)
+    if "title" in safe:
+        safe["title"] = safe_text(safe["title"], MAX_TITLE_CHARS, keep="")
+    if "body" in safe:
+        safe["body"] = safe_text(safe["body"], MAX_BODY_CHARS)
+    if "metadata" in safe:
+        safe["metadata"] = safe_data(safe["metadata"], MAX_METADATA_TEXT)
+    return safe
 
 
 def validation_failure_post(partner: Partner, *, use_case: str, subject: str, file_name: str, label: str,
@@ -81,7 +106,7 @@ def transfer_failure_post(partner: Partner, *, use_case: str, subject: str, titl
     """A transfer_failure case: a file (or the whole session) could not be moved over SFTP."""
     from include.alerts import scrub_secrets
 
-    error = scrub_secrets(error)[:2000]
+    error = safe_text(scrub_secrets(error), MAX_METADATA_TEXT)
     payload = {
         "partner_id": partner.tg_partner_id,
         "type": "case",

@@ -62,6 +62,7 @@ from sqlalchemy.exc import IntegrityError
 
 from include.db import create_tables, metadata
 from include.intake.errors import LedgerStateError
+from include.textsafe import safe_text
 
 SEEN = "seen"
 READY = "ready"
@@ -126,6 +127,8 @@ def utcnow() -> datetime:
 
 
 _RAW_PREFIX = "=?b64?"
+#: Longest error text a ledger row keeps.
+MAX_MESSAGE_CHARS = 4000
 
 
 def db_text(value: str) -> str:
@@ -149,8 +152,8 @@ def from_db_text(value: str | None) -> str | None:
 
 
 def db_message(value: str) -> str:
-    """Free text (errors, reasons) safe for every backend; lossy is fine here."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")[:4000]
+    """Free text (errors, reasons) safe for every backend; lossy is fine here (:func:`include.textsafe.safe_text`)."""
+    return safe_text(value, MAX_MESSAGE_CHARS)
 
 
 @dataclass(frozen=True)
