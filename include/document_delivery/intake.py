@@ -80,7 +80,9 @@ def fetch_and_validate(run: InboundRun, inbox: PartnerInbox, sftp: Any, entry_id
     for entry in run.ledger.get_many(entry_ids).values():
         if entry.claimed_by != run.ctx.claim_token:
             continue  # taken over by another run
-        if entry.status == "quarantined":  # refused from its listing, or a manifest mismatch
+        if entry.status in ("archived", "quarantined") and (kept := outcome_of_kept_report(entry)):
+            outcomes.append(kept)  # checked and moved by an earlier attempt of this run, not announced
+        elif entry.status == "quarantined":  # refused from its listing, or a manifest mismatch
             outcomes.append(Outcome.of_entry(entry, REJECTED if entry.sha256 is None else FAILED, reason=entry.error))
         elif entry.status == "duplicate":
             outcomes.append(Outcome.of_entry(entry, DUPLICATE))
@@ -136,6 +138,29 @@ def validate(run: InboundRun, entries: list[LedgerEntry]) -> list[Outcome]:
     passed = {o.entry_id for o in outcomes if o.kind == PASSED}
     run.ledger.mark_validated_many([e.id for e in entries if e.id in passed and e.status == "fetched"])
     return outcomes
+
+
+def outcome_of_kept_report(entry: LedgerEntry) -> Outcome | None:
+    """The outcome an earlier attempt of this run reached for a file it checked and moved, then died
+    before announcing: rebuilt from the check report kept next to the staged copy (its exact bytes, so
+    TG keeps one attachment; the rows and summary the announcement needs). None when the report is not
+    on this worker or is not a check report (a checks error): the ledger alone says less, but enough."""
+    from include.checks.report import CheckReport
+
+    path = Path(entry.local_path + ".report.json") if entry.local_path and entry.sha256 else None
+    if path is None or not path.is_file():
+        return None
+    text = path.read_text()
+    try:
+        report = CheckReport.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError):
+        return None
+    if report.passed != (entry.status == "archived"):
+        return None
+    if report.passed:
+        return Outcome.of_entry(entry, PASSED, rows=report.rows)
+    return Outcome.of_entry(entry, FAILED, rows=report.rows, reason=f"{report.reason_code}",
+                            reason_code=report.reason_code, report=text, summary=report.summary_markdown()[:20000])
 
 
 def _outcome_of_check(run: InboundRun, entry: LedgerEntry, report: Any) -> Outcome:

@@ -50,6 +50,7 @@ class TrialFile:
     content: bytes
     kind: str  # good | bad | duplicate | correction
     wave: int  # BASELINE (announced before the trial) or WAVE (the trial's own)
+    rows: int  # data rows: what its TG item must say it had
 
     @property
     def sha256(self) -> str:
@@ -76,13 +77,13 @@ def workload(seed: int, tag: str, *, good: int = 4, bad: int = 2) -> list[TrialF
     """The trial's files (contents deterministic for ``seed``; ``tag`` keeps names unique per sandbox)."""
     stem = f"INV-{tag}{seed}"
     base = seed * 100
-    baseline_good = TrialFile(f"{stem}-B1.csv", _invoice(base + 1, 6, bad=False), GOOD, BASELINE)
-    baseline_bad = TrialFile(f"{stem}-B2.csv", _invoice(base + 2, 6, bad=True), BAD, BASELINE)
+    baseline_good = TrialFile(f"{stem}-B1.csv", _invoice(base + 1, 6, bad=False), GOOD, BASELINE, 6)
+    baseline_bad = TrialFile(f"{stem}-B2.csv", _invoice(base + 2, 5, bad=True), BAD, BASELINE, 5)
     files = [baseline_good, baseline_bad]
-    files += [TrialFile(f"{stem}-G{i}.csv", _invoice(base + 10 + i, 8, bad=False), GOOD, WAVE) for i in range(good)]
-    files += [TrialFile(f"{stem}-F{i}.csv", _invoice(base + 30 + i, 8, bad=True), BAD, WAVE) for i in range(bad)]
-    files.append(TrialFile(f"{stem}-B1 (resent copy).csv", baseline_good.content, DUPLICATE, WAVE))
-    files.append(TrialFile(f"{stem}-B2_corrected.csv", _invoice(base + 50, 6, bad=False), CORRECTION, WAVE))
+    files += [TrialFile(f"{stem}-G{i}.csv", _invoice(base + 10 + i, 8, bad=False), GOOD, WAVE, 8) for i in range(good)]
+    files += [TrialFile(f"{stem}-F{i}.csv", _invoice(base + 30 + i, 7, bad=True), BAD, WAVE, 7) for i in range(bad)]
+    files.append(TrialFile(f"{stem}-B1 (resent copy).csv", baseline_good.content, DUPLICATE, WAVE, 6))
+    files.append(TrialFile(f"{stem}-B2_corrected.csv", _invoice(base + 50, 4, bad=False), CORRECTION, WAVE, 4))
     return files
 
 

@@ -6,7 +6,8 @@ count broken trials and a test can assert ``== []`` with the reasons in its mess
 - **server**: inbound is empty; every delivered file is, byte for byte, exactly once in archive or
   quarantine (good files, the duplicate and the correction archived, bad ones quarantined);
 - **Trading Grid** (read with the enterprise client over the API): exactly one item per delivered
-  file (none for the re-delivery), of its category; each validation case has its report attached
+  file (none for the re-delivery), of its category, saying how many rows the check found (a retry
+  that lost the check's report would say less); each validation case has its report attached
   once; the baseline's bad file's case is resolved with one comment linking the correction's
   notification; the baseline's good file's notification has one "delivered again" note;
 - **ledger**: one closed entry per file with the right status, pointing at its TG item;
@@ -81,6 +82,8 @@ def item_problems(env: DeliveryEnv, files: list[TrialFile], items: list[dict]) -
             continue
         if item["category"] != f.category:
             found.append(f"{f.name}: item {item['id']} is a {item['category']} (want {f.category})")
+        if item["metadata"].get("rows") != f.rows:  # a retry must announce what the check found, not less
+            found.append(f"{f.name}: item {item['id']} says {item['metadata'].get('rows')} rows (want {f.rows})")
         if f.kind == BAD and len(env.attachments(item["id"])) != 1:
             found.append(f"{f.name}: case {item['id']} has {len(env.attachments(item['id']))} attachments (want 1)")
     found += _follow_up_problems(env, files, items_of)

@@ -46,7 +46,7 @@ def test_killed_run_recovers_and_keeps_every_promise(crash_setup, seed, sshd_ser
         assert trial.retries and trial.retries[-1].ok, where
 
 
-# -- the two points where a killed run used to lose the re-delivery's note, hit on purpose --------
+# -- the points where a killed run used to lose something, hit on purpose ---------------------------
 def _interrupted_then_recovered(env, tag: str, seed: int, interrupt) -> list[str]:
     from tests.trials.crash import deliver_baseline
     from tests.trials.harness import WAVE, drop_files, run_child, workload
@@ -86,3 +86,40 @@ def test_a_run_dying_after_the_fetch_still_journals_and_notes_the_redelivery(cra
 
     with trial_env(tmp_path, sshd_server, tg_sandbox, name="cut-fetch") as env:
         assert _interrupted_then_recovered(env, crash_setup[1], 92, fetch_only) == []
+
+
+def test_a_run_dying_after_its_intake_announces_what_the_checks_found(crash_setup, sshd_server, tg_sandbox,
+                                                                    tmp_path):
+    """Files checked and moved, staged copies dropped, nothing posted: the retry posts the rows and
+    the check reports from the reports kept on the worker, not a stub (tests/trials/invariants.py)."""
+    def intake_only(env, ctx):
+        from include.document_delivery.intake import intake
+        from include.exchange.run import open_run
+
+        intake(open_run("acme", ctx))
+        assert env.names(env.inbound) == []
+
+    with trial_env(tmp_path, sshd_server, tg_sandbox, name="cut-intake") as env:
+        assert _interrupted_then_recovered(env, crash_setup[1], 93, intake_only) == []
+
+
+def test_a_run_dying_after_its_posts_attaches_no_second_report(crash_setup, sshd_server, tg_sandbox, tmp_path):
+    """Everything posted, nothing recorded: the retry converges on the same items and attachments."""
+    def posted_not_recorded(env, ctx):
+        from trading_grid.hooks.trading_grid import TradingGridHook
+        from trading_grid.operators.bulk import post_items
+        from trading_grid.posts import ItemAction, ItemPost
+
+        from include.document_delivery import plan_posts
+        from include.document_delivery.intake import intake
+        from include.exchange.run import open_run
+
+        run = open_run("acme", ctx)
+        plan = plan_posts(run, intake(run))
+        with TradingGridHook() as hook:
+            result = post_items(hook, [ItemPost.from_dict(p) for p in plan.posts],
+                                [ItemAction.from_dict(a) for a in plan.actions])
+        assert not result.errors
+
+    with trial_env(tmp_path, sshd_server, tg_sandbox, name="cut-post") as env:
+        assert _interrupted_then_recovered(env, crash_setup[1], 94, posted_not_recorded) == []
