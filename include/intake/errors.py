@@ -59,8 +59,9 @@ class RefusedInPlace(TransferError):
 
 class NotRegularFile(RefusedInPlace):
     """The path is not the partner's regular file any more: swapped for a symbolic link (or another
-    kind of entry) after it was listed. Found by the handle check (FSTAT after OPEN); no byte of it
-    is kept, the link is never followed again."""
+    kind of entry) after it was listed. Found by the LSTAT sent with the OPEN (nothing is read), or
+    by the handle check (FSTAT after OPEN) and an LSTAT after it; no byte of it is kept, the link is
+    never followed again."""
 
 
 class FolderRefused(IntakeError):
