@@ -1,4 +1,5 @@
-"""Which Trading Grid item we posted for what, and its state in TG: the ``tg_items`` table.
+"""Which Trading Grid item we posted for what, and its state in TG: the ``tg_items`` table
+(``exchange_tg_items`` in the database).
 
 Every use case posts items (notifications, validation_failure / transfer_failure cases, catalog diffs)
 and needs to find them again: to resolve a case when a corrected file arrives, to see what a partner
@@ -35,8 +36,9 @@ from include.db import metadata
 OPEN_STATUSES = ("open", "acknowledged", "in_progress", "disputed")
 CHUNK = 500
 
+# Not "tg_items": that is the TG sandbox's own table, and the sandbox may be pointed at the same database.
 tg_items = Table(
-    "tg_items",
+    "exchange_tg_items",
     metadata,
     Column("external_ref", String(200), primary_key=True),
     Column("use_case", String(64), nullable=False),
@@ -57,8 +59,8 @@ tg_items = Table(
     Column("last_change_seen", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_tg_items_use_case_partner_kind_status", "use_case", "partner_key", "kind", "status"),
-    Index("ix_tg_items_partner_subject", "partner_key", "subject_key"),
+    Index("ix_exchange_tg_items_use_case_partner_kind_status", "use_case", "partner_key", "kind", "status"),
+    Index("ix_exchange_tg_items_partner_subject", "partner_key", "subject_key"),
 )
 
 

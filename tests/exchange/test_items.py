@@ -56,7 +56,7 @@ def test_1200_items_take_three_statements_and_a_rerun_keeps_the_facts(engine):
     log = StatementLog(engine)
     it.remember_items(engine, [(_item(n), _record(n)) for n in range(1200)])
     log.close()
-    assert log.count("INSERT INTO TG_ITEMS") == 3
+    assert log.count("INSERT INTO EXCHANGE_TG_ITEMS") == 3
     rows = it.tracked_items(engine, partner_key="acme")
     assert len(rows) == 1200 and {r.status for r in rows} == {"open"} and not any(r.acknowledged for r in rows)
 
