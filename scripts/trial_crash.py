@@ -2,7 +2,7 @@
 
 Starts a real OpenSSH sshd, the TG sandbox over HTTP and PostgreSQL on loopback, then:
 
-1. a control trial (seed 0, no kill): its wave run's duration is the *horizon* of the kill points;
+1. three control trials (no kill): the median of their wave runs is the *horizon* of the kill points;
 2. ``--trials`` trials (seeds 1..N): each SIGKILLs the wave's run after a delay drawn from a seeded
    RNG, uniform within slice ``seed % N`` of N equal slices of the horizon (so 20 trials cover the
    whole run; the same seed, the same delay: ``--horizon`` fixes the horizon to reproduce a run of
@@ -30,6 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins")]
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+CONTROLS = 3  # trials without a kill; the median of their wave runs is the horizon
 
 
 def trial_line(trial) -> str:
@@ -82,13 +85,16 @@ def main() -> int:
         logging.getLogger().setLevel(logging.WARNING)  # the runs' info lines would drown the figures
         warm_up()
         tag = new_tag()
-        with trial_env(work / "control", sshd, sandbox, name="control") as env:
-            control = run_crash_trial(env, 0, tag, kill_after=None)
-        print(f"control (no kill): wave run {control.first.seconds:.2f} s, "
-              f"{'ok' if not control.problems else 'BROKEN: ' + '; '.join(control.problems)}")
-        if control.problems:
+        controls = []
+        for number in range(1, CONTROLS + 1):
+            with trial_env(work / f"control{number}", sshd, sandbox, name=f"control{number}") as env:
+                controls.append(run_crash_trial(env, 900 + number, tag, kill_after=None))
+            print(f"control {number} (no kill): wave run {controls[-1].first.seconds:.2f} s, "
+                  f"{'ok' if not controls[-1].problems else 'BROKEN: ' + '; '.join(controls[-1].problems)}")
+        if any(control.problems for control in controls):
             return 1
-        horizon = args.horizon or control.first.seconds
+        horizon = args.horizon or statistics.median(control.first.seconds for control in controls)
+        print(f"horizon (median wave run): {horizon:.2f} s")
         trials = []
         for seed in range(args.first_seed, args.first_seed + args.trials):
             with trial_env(work / f"seed{seed}", sshd, sandbox, name=f"seed{seed}") as env:

@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -66,7 +67,7 @@ class TrialFile:
         return {GOOD: "document_delivery", CORRECTION: "document_delivery", BAD: "validation_failure"}.get(self.kind)
 
 
-def _invoice(seed: int, rows: int, *, bad: bool) -> bytes:
+def invoice_bytes(seed: int, rows: int, *, bad: bool) -> bytes:
     header, data = valid_rows("invoice", rows, seed=seed)
     if bad:
         data[1][header.index("amount")] = "-5.00"  # fails amount > 0
@@ -77,13 +78,13 @@ def workload(seed: int, tag: str, *, good: int = 4, bad: int = 2) -> list[TrialF
     """The trial's files (contents deterministic for ``seed``; ``tag`` keeps names unique per sandbox)."""
     stem = f"INV-{tag}{seed}"
     base = seed * 100
-    baseline_good = TrialFile(f"{stem}-B1.csv", _invoice(base + 1, 6, bad=False), GOOD, BASELINE, 6)
-    baseline_bad = TrialFile(f"{stem}-B2.csv", _invoice(base + 2, 5, bad=True), BAD, BASELINE, 5)
+    baseline_good = TrialFile(f"{stem}-B1.csv", invoice_bytes(base + 1, 6, bad=False), GOOD, BASELINE, 6)
+    baseline_bad = TrialFile(f"{stem}-B2.csv", invoice_bytes(base + 2, 5, bad=True), BAD, BASELINE, 5)
     files = [baseline_good, baseline_bad]
-    files += [TrialFile(f"{stem}-G{i}.csv", _invoice(base + 10 + i, 8, bad=False), GOOD, WAVE, 8) for i in range(good)]
-    files += [TrialFile(f"{stem}-F{i}.csv", _invoice(base + 30 + i, 7, bad=True), BAD, WAVE, 7) for i in range(bad)]
+    files += [TrialFile(f"{stem}-G{i}.csv", invoice_bytes(base + 10 + i, 8, bad=False), GOOD, WAVE, 8) for i in range(good)]
+    files += [TrialFile(f"{stem}-F{i}.csv", invoice_bytes(base + 30 + i, 7, bad=True), BAD, WAVE, 7) for i in range(bad)]
     files.append(TrialFile(f"{stem}-B1 (resent copy).csv", baseline_good.content, DUPLICATE, WAVE, 6))
-    files.append(TrialFile(f"{stem}-B2_corrected.csv", _invoice(base + 50, 4, bad=False), CORRECTION, WAVE, 4))
+    files.append(TrialFile(f"{stem}-B2_corrected.csv", invoice_bytes(base + 50, 4, bad=False), CORRECTION, WAVE, 4))
     return files
 
 
@@ -158,9 +159,14 @@ def warm_up() -> None:
 
     import include.document_delivery.intake  # noqa: F401
     import include.schema  # noqa: F401
-    from include.checks.gx_session import gx_session
+    from include.checks.batch import validate_files
 
-    gx_session()
+    with tempfile.TemporaryDirectory(prefix="trial-warm-") as folder:  # the invoice suite, both check paths
+        samples = []
+        for name, bad in (("good.csv", False), ("bad.csv", True)):
+            (Path(folder) / name).write_bytes(invoice_bytes(1, 5, bad=bad))
+            samples.append((str(Path(folder) / name), name))
+        validate_files(samples, "invoice", fmt="csv", return_exceptions=True)
 
 
 @dataclass(frozen=True)

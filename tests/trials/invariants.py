@@ -94,8 +94,15 @@ def _baseline(files: list[TrialFile], kind: str) -> TrialFile:
     return next(f for f in files if f.wave == BASELINE and f.kind == kind)
 
 
+def _has_follow_ups(files: list[TrialFile]) -> bool:
+    """A workload with a baseline (a re-delivery and a correction follow it); the outage's has none."""
+    return any(f.kind == CORRECTION for f in files)
+
+
 def _follow_up_problems(env: DeliveryEnv, files: list[TrialFile], items_of: dict) -> list[str]:
     """The correction resolves the baseline case (one linking comment); the re-delivery notes the original once."""
+    if not _has_follow_ups(files):
+        return []
     found = []
     case = items_of.get((_baseline(files, BAD).name, _baseline(files, BAD).sha256))
     correction = next(f for f in files if f.kind == CORRECTION)
@@ -137,7 +144,7 @@ def ledger_problems(env: DeliveryEnv, files: list[TrialFile], items: list[dict])
                 found.append(f"{f.name}: ledger points at TG item {entry.tg_item_id}, TG has {item['id']}")
             if tracked[item["id"]] != 1:
                 found.append(f"{f.name}: item {item['id']} tracked {tracked[item['id']]} times (want 1)")
-    case = items_of.get((_baseline(files, BAD).name, _baseline(files, BAD).sha256))
+    case = items_of.get((_baseline(files, BAD).name, _baseline(files, BAD).sha256)) if _has_follow_ups(files) else None
     if case:
         (row,) = tracked_items(engine, item_ids=[case["id"]]) or [None]
         if row is None or row.status != "resolved" or not row.resolved_by_item_id:
@@ -165,7 +172,8 @@ def journal_problems(env: DeliveryEnv, files: list[TrialFile], items: list[dict]
             missing.add("item_posted|item_reused")
         if missing:
             found.append(f"{f.name}: journal lacks {sorted(missing)} (has {sorted(have)})")
-    case = next((i for i in items if i["metadata"].get("file_name") == _baseline(files, BAD).name), None)
+    case = next((i for i in items if i["metadata"].get("file_name") == _baseline(files, BAD).name),
+                None) if _has_follow_ups(files) else None
     if case and not any(line.event == "resolved" and line.item_id == case["id"] for line in lines):
         found.append(f"journal has no 'resolved' line for case {case['id']}")
     return found
