@@ -20,6 +20,8 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069
 #: Kept by default: line breaks and tabs belong in messages and markdown bodies.
 DEFAULT_KEEP = "\n\t"
 ELLIPSIS = "…"
+#: The start of an escape that a cut would leave unfinished (``\x0``, ``\u20``).
+_PARTIAL_ESCAPE = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$")
 
 
 def _escape(char: str) -> str:
@@ -39,10 +41,16 @@ def safe_text(value: Any, limit: int | None = None, *, keep: str = DEFAULT_KEEP)
     The result always encodes as UTF-8 and holds no NUL. Clean text comes back unchanged (same object).
     """
     text = value if isinstance(value, str) else str(value)
-    if _UNSAFE.search(text) is not None:
+    escaped = _UNSAFE.search(text) is not None
+    if escaped:
         text = _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
     if limit is not None and len(text) > limit:
-        text = text[: max(0, limit - 1)] + ELLIPSIS if limit > 0 else ""
+        if limit < 1:
+            return ""
+        text = text[: limit - 1]
+        if escaped:  # never end inside an escape made here
+            text = _PARTIAL_ESCAPE.sub("", text)
+        text += ELLIPSIS
     return text
 
 

@@ -2,8 +2,8 @@
 
 Each test gets a fresh project database and a fresh sandbox (so refs and duplicates of one test
 never meet another's), the session sshd with emptied partner folders, and a registry of one
-partner (``acme``/``P-ACME``) whose invoice type matches any ``*.csv`` name and whose readiness
-needs two stable polls and no minimum age (polls 0.2 s apart).
+partner (``acme``/``P-ACME``) whose invoice type matches any ``*.csv`` name (``PRODUCTS_*`` names are
+product files) and whose readiness needs two stable polls and no minimum age (polls 0.2 s apart).
 """
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def registry_data(partner_key: str = PARTNER, tg_partner_id: str = TG_PARTNER) -
         "sftp_conn_id": "sftp_default",
         "folders": {role: f"{base}/{role}" for role in ("inbound", "outbound", "archive", "quarantine")},
         "document_types": [
+            # before the invoices' catch-all globs (the first match wins): the product corpus's files
+            {"type": "product_file", "patterns": ["PRODUCTS_*.csv"], "format": "csv"},
+            {"type": "product_sheet", "patterns": ["PRODUCTS_*.xlsx"], "suite": "product_file", "format": "xlsx"},
             {"type": "invoice", "patterns": ["*.csv", "*.csv."], "format": "csv"},
             {"type": "invoice_sheet", "patterns": ["*.xlsx"], "suite": "invoice", "format": "xlsx"},
         ],

@@ -89,18 +89,30 @@ def test_rerun_and_new_run_post_nothing_new(delivery_env):
 
 
 def test_bad_inputs_end_in_quarantine_with_clear_cases(delivery_env):
-    """The whole bad-input corpus at once: bad files quarantined with a case each, good ones archived,
-    temporary names untouched, nothing lost, no crash."""
-    from tests.data.bad_inputs import ODD_NAMES, TEMP_NAMES, make_bad_inputs
+    """The whole bad-input corpus at once (invoices, product files, invoices with checksum manifests):
+    bad files quarantined with a case each, good ones archived, temporary names untouched, nothing
+    lost, no crash."""
+    from tests.data.bad_inputs import (
+        ODD_NAMES,
+        TEMP_NAMES,
+        make_bad_inputs,
+        make_manifest_bad_inputs,
+        make_product_bad_inputs,
+    )
 
     env = delivery_env
     corpus = make_bad_inputs(env.tmp / "corpus")
+    corpus.update(make_product_bad_inputs(env.tmp / "products"))
+    manifested = make_manifest_bad_inputs(env.tmp / "manifests")
+    corpus.update(manifested)
     expected: dict[str, str | None] = {}
     for name, (path, code) in corpus.items():
         if name.startswith("odd_name_"):
             continue
         expected[path.name] = code
         env.drop(path.name, path)
+    for path, _ in manifested.values():  # each manifest next to its file, moved with it
+        env.drop(path.name + ".sha256", path.with_name(path.name + ".sha256"))
     good = corpus["valid"][0]
     for odd in ODD_NAMES:
         env.drop(odd, good.read_bytes().replace(b"INV-", f"INV{ODD_NAMES.index(odd)}-".encode()))
@@ -149,7 +161,7 @@ def test_bad_inputs_end_in_quarantine_with_clear_cases(delivery_env):
     assert "..\\..\\windows\\win.ini" in cases
     assert cases["..\\..\\windows\\win.ini"]["metadata"]["reason_code"]
     # Nothing is lost: every file that came in is in archive or quarantine (or still inbound).
-    total_in = len(expected) + len(ODD_NAMES) + len(TEMP_NAMES) + 2
+    total_in = len(expected) + len(manifested) + len(ODD_NAMES) + len(TEMP_NAMES) + 2
     assert len(env.names(env.archive)) + len(quarantined) + len(inbound) == total_in
     assert not summary["errors"]
 
