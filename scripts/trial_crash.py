@@ -13,7 +13,11 @@ Starts a real OpenSSH sshd, the TG sandbox over HTTP and PostgreSQL on loopback,
 Prints one line per trial (kill point, where the run was, retries, recovery time, verdict) and the
 figures; exits 1 if any trial broke a promise.
 
+``--use-case catalog_sync`` runs the same trials on catalog_sync's receive → plan_posts → post →
+record_posts (tests/trials/catalog.py), the retry followed by a backfill of the same interval.
+
     .venv/bin/python scripts/trial_crash.py [--trials 20] [--horizon SECONDS] [--first-seed 1]
+        [--use-case document_delivery|catalog_sync]
 """
 from __future__ import annotations
 
@@ -71,12 +75,20 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--horizon", type=float, default=None,
                         help="kill points are uniform in [0, HORIZON) s (default: the control run's duration)")
+    parser.add_argument("--use-case", choices=("document_delivery", "catalog_sync"), default="document_delivery",
+                        help="catalog_sync: its receive → plan → post → record (tests/trials/catalog.py)")
     args = parser.parse_args()
 
     from tests.support.sshd import start_sshd
     from tests.support.tg_sandbox import start_sandbox
+    from tests.trials import catalog
     from tests.trials.crash import kill_delay, run_crash_trial
     from tests.trials.harness import new_tag, trial_env, warm_up
+
+    if args.use_case == "catalog_sync":
+        run_trial, env_options = catalog.run_catalog_trial, {"registry": catalog.registry(), "dag_id": catalog.DAG_ID}
+    else:
+        run_trial, env_options = run_crash_trial, {}
 
     work = Path(tempfile.mkdtemp(prefix="trial-crash-"))
     with ExitStack() as stack:
@@ -87,8 +99,8 @@ def main() -> int:
         tag = new_tag()
         controls = []
         for number in range(1, CONTROLS + 1):
-            with trial_env(work / f"control{number}", sshd, sandbox, name=f"control{number}") as env:
-                controls.append(run_crash_trial(env, 900 + number, tag, kill_after=None))
+            with trial_env(work / f"control{number}", sshd, sandbox, name=f"control{number}", **env_options) as env:
+                controls.append(run_trial(env, 900 + number, tag, kill_after=None))
             print(f"control {number} (no kill): wave run {controls[-1].first.seconds:.2f} s, "
                   f"{'ok' if not controls[-1].problems else 'BROKEN: ' + '; '.join(controls[-1].problems)}")
         if any(control.problems for control in controls):
@@ -97,8 +109,8 @@ def main() -> int:
         print(f"horizon (median wave run): {horizon:.2f} s")
         trials = []
         for seed in range(args.first_seed, args.first_seed + args.trials):
-            with trial_env(work / f"seed{seed}", sshd, sandbox, name=f"seed{seed}") as env:
-                trials.append(run_crash_trial(env, seed, tag, kill_after=kill_delay(seed, horizon, args.trials)))
+            with trial_env(work / f"seed{seed}", sshd, sandbox, name=f"seed{seed}", **env_options) as env:
+                trials.append(run_trial(env, seed, tag, kill_after=kill_delay(seed, horizon, args.trials)))
             print(trial_line(trials[-1]), flush=True)
         print_figures(trials, horizon)
     return 1 if any(t.problems for t in trials) else 0

@@ -81,7 +81,7 @@ class CrashTrial:
             return "fetch"
         if state["inbound"]:
             return "readiness"
-        return "publish" if state["announced"] < ANNOUNCED else "record"
+        return "publish" if state["announced"] < state.get("of", ANNOUNCED) else "record"
 
 
 def deliver_baseline(env: DeliveryEnv, files: list, seed: int) -> ChildRun:

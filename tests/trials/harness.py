@@ -27,7 +27,7 @@ import secrets
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,12 @@ def environ(values: dict[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def trial_env(workdir: Path, sshd: Any, sandbox: Any, *, name: str = "trial",
-              tg_conn: str | None = None) -> Iterator[DeliveryEnv]:
+def trial_env(workdir: Path, sshd: Any, sandbox: Any, *, name: str = "trial", tg_conn: str | None = None,
+              registry: dict | None = None, dag_id: str = DAG_ID) -> Iterator[DeliveryEnv]:
     """A fresh database and registry, connections in the environment, the partner's folders emptied.
 
-    ``tg_conn``: the TG connection JSON (default: the sandbox's enterprise client, no retry extra).
+    ``tg_conn``: the TG connection JSON (default: the sandbox's enterprise client, no retry extra);
+    ``registry``: the partner registry (default: the document_delivery tests' one-partner registry).
     """
     from include.db import dispose_engines
     from tests.support.postgres import create_database, drop_database
@@ -127,14 +128,14 @@ def trial_env(workdir: Path, sshd: Any, sandbox: Any, *, name: str = "trial",
     from include.schema import ensure_schema
 
     ensure_schema(get_engine(db_url))  # the tables exist even if the first run is killed before it gets there
-    registry = workdir / "partners.yaml"
-    registry.write_text(yaml.safe_dump(registry_data()))
-    ctx = RunContext(dag_id=DAG_ID, run_id=f"{name}__baseline", staging_root=str(workdir / "staging"),
-                     db_url=db_url, registry_path=str(registry), poll_interval=0.2, fetch_attempts=2,
+    registry_path = workdir / "partners.yaml"
+    registry_path.write_text(yaml.safe_dump(registry or registry_data()))
+    ctx = RunContext(dag_id=dag_id, run_id=f"{name}__baseline", staging_root=str(workdir / "staging"),
+                     db_url=db_url, registry_path=str(registry_path), poll_interval=0.2, fetch_attempts=2,
                      retry_backoff=0.1)
     env = {"AIRFLOW_CONN_SFTP_DEFAULT": sshd.airflow_conn_json(),
            "AIRFLOW_CONN_TRADING_GRID_DEFAULT": tg_conn or sandbox.airflow_conn_json(),
-           "EXCHANGE_DB_URL": db_url, "PARTNER_REGISTRY": str(registry)}
+           "EXCHANGE_DB_URL": db_url, "PARTNER_REGISTRY": str(registry_path)}
     try:
         with environ(env):
             yield DeliveryEnv(ctx=ctx, sshd=sshd, sandbox=sandbox, tmp=workdir)
@@ -185,12 +186,18 @@ class ChildRun:
         return self.exitcode == 0
 
 
-def _child(partner_key: str, ctx: RunContext, result_path: str) -> None:
+def deliver_documents(ctx: RunContext) -> dict:
+    """document_delivery's task group for the partner, one task after the other (the default work)."""
     from include.document_delivery import run_partner_once
 
+    summary = run_partner_once(PARTNER, ctx)
+    summary.pop("outcomes", None)
+    return summary
+
+
+def _child(work: Callable[[RunContext], dict], ctx: RunContext, result_path: str) -> None:
     try:
-        summary = run_partner_once(partner_key, ctx)
-        summary.pop("outcomes", None)
+        summary = work(ctx)
         Path(result_path).write_text(json.dumps({"summary": summary}, default=str))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then a non-zero exit
         text = "".join(traceback.format_exception(exc))[-3000:]
@@ -199,18 +206,16 @@ def _child(partner_key: str, ctx: RunContext, result_path: str) -> None:
     os._exit(0)
 
 
-def run_child(env: DeliveryEnv, run_id: str, *, kill_after: float | None = None,
-              timeout: float = 300.0) -> ChildRun:
-    """One run of the partner (``run_id``) in a forked child; SIGKILL it after ``kill_after`` seconds.
-
-    ``timeout`` only bounds a run that would hang (it is killed and reported, not waited for).
-    """
+def run_child(env: DeliveryEnv, run_id: str, *, kill_after: float | None = None, timeout: float = 300.0,
+              work: Callable[[RunContext], dict] = deliver_documents) -> ChildRun:
+    """``work`` for run ``run_id`` in a forked child (by default :func:`deliver_documents`); SIGKILL it
+    after ``kill_after`` seconds. ``timeout`` only bounds a run that would hang (killed and reported)."""
     from include.db import dispose_engines
 
     ctx = env.context(run_id)
     result_path = env.tmp / f"child-{run_id}-{secrets.token_hex(3)}.json"
     dispose_engines()  # no pooled connection of the parent may be shared with the child
-    process = multiprocessing.get_context("fork").Process(target=_child, args=(PARTNER, ctx, str(result_path)),
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(work, ctx, str(result_path)),
                                                           daemon=True)
     started = time.monotonic()
     process.start()
@@ -227,11 +232,12 @@ def run_child(env: DeliveryEnv, run_id: str, *, kill_after: float | None = None,
                     seconds=seconds, error=data.get("error"), summary=data.get("summary"))
 
 
-def run_until_ok(env: DeliveryEnv, run_id: str, attempts: int = 3) -> list[ChildRun]:
+def run_until_ok(env: DeliveryEnv, run_id: str, attempts: int = 3,
+                 work: Callable[[RunContext], dict] = deliver_documents) -> list[ChildRun]:
     """Run ``run_id`` as Airflow retries a failed task: again (same run) until it succeeds or ``attempts`` ran."""
     runs = []
     for _ in range(attempts):
-        runs.append(run_child(env, run_id))
+        runs.append(run_child(env, run_id, work=work))
         if runs[-1].ok:
             break
     return runs
