@@ -118,6 +118,23 @@ def is_code_as_number(value: Any) -> bool:
     return isinstance(value, str) and _EXPONENT.fullmatch(value) is not None
 
 
+def _exponent_mask(series):
+    """Boolean array: the cell is a number in scientific notation. Codes are digits, so a column
+    without any ``e``/``E`` (one join and two C searches, ~40 ms per million cells) needs no regex
+    (~0.8 s per million cells with pandas' Python string storage)."""
+    import numpy as np
+
+    values = series.to_numpy()
+    present = series.notna().to_numpy()
+    try:
+        joined = "\n".join(values[present].tolist())
+    except TypeError:  # not all text (an object column of another origin): ask the regex
+        joined = "e"
+    if "e" not in joined and "E" not in joined:
+        return np.zeros(len(series), dtype=bool)
+    return series.str.fullmatch(EXPONENT_TEXT, na=False).to_numpy(dtype=bool)
+
+
 def exponent_cells(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, list[tuple[int, str, str]]]:
     """Text cells in scientific notation in ``columns`` of a frame of text cells: how many, and the
     first :data:`MAX_LOCATIONS` as ``(spreadsheet row, column, value)`` in file order."""
@@ -126,7 +143,7 @@ def exponent_cells(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[int, li
         if column not in frame.columns or frame[column].dtype.kind in "biufc":
             continue
         series = frame[column]
-        mask = series.str.fullmatch(EXPONENT_TEXT, na=False).to_numpy(dtype=bool)
+        mask = _exponent_mask(series)
         if mask.any():
             total += int(mask.sum())
             hits += [(int(index) + 2, column, value) for index, value in series[mask].head(MAX_LOCATIONS).items()]
@@ -149,5 +166,5 @@ def exponent_rows(frame: pd.DataFrame, columns: Sequence[str]):
     rows = np.zeros(len(frame), dtype=bool)
     for column in columns:
         if column in frame.columns and frame[column].dtype.kind not in "biufc":
-            rows |= frame[column].str.fullmatch(EXPONENT_TEXT, na=False).to_numpy(dtype=bool)
+            rows |= _exponent_mask(frame[column])
     return rows

@@ -193,3 +193,16 @@ def test_a_report_with_nul_surrogates_and_controls_is_safe_json_and_markdown():
     read_error = CheckReport(suite="invoice", file_name="f.csv", passed=False,
                              read_error={"reason_code": "missing_columns", "message": "found a\x00b, c\x1b", "details": {}})
     assert "\x00" not in read_error.summary_markdown() and "\x1b" not in read_error.summary_markdown()
+
+
+def test_scientific_notation_is_found_whatever_else_the_column_holds():
+    import pandas as pd
+
+    from include.checks.cells import exponent_cells
+
+    frame = pd.DataFrame({"gtin": ["4006381333931", None, "n/a e", "4.006381e12", " 1E+13 ", "12e"],
+                          "name": ["4E+12"] * 6}, index=range(6)).astype("str")
+    frame.loc[1, "gtin"] = None
+    count, hits = exponent_cells(frame, ["gtin"])
+    assert count == 2 and hits == [(5, "gtin", "4.006381e12"), (6, "gtin", " 1E+13 ")]
+    assert exponent_cells(frame[["name"]].assign(gtin="4006381333931"), ["gtin"]) == (0, [])
