@@ -31,7 +31,7 @@ from include.exchange.run import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from include.exchange.items import ItemRecord
-    from include.intake import FetchedFile, LedgerEntry, PartnerInbox, PollResult
+    from include.intake import FetchedFile, LedgerEntry, PartnerInbox
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,13 @@ def receive(run: InboundRun, interval: tuple[datetime, datetime], *, chunksize: 
     with lost_on_connection_error(run.partner), sftp_session(run.partner.sftp_conn_id) as sftp:
         ensure_folders(sftp, view.folders)
         inbox = run.inbox(sftp, partner=view, listing=IntervalListing(sftp, view.folders.inbound, *interval))
+        from include.intake import Rejected
+
         poll_until_ready(run, inbox, polls=run.ctx.max_polls or view.readiness.stable_polls + 1,
-                         on_poll=lambda result: journal_rejections(run, result))
+                         on_poll=lambda result: journal_rejections(run, result.rejected),
+                         on_resume=lambda report: journal_rejections(run, [
+                             Rejected(e.id, e.remote_path, e.file_name, e.error or "refused", e.final_path)
+                             for e in report.completed_moves if e.sha256 is None and e.status == "quarantined"]))
         owned = run.ledger.get_many(run.ledger.claimed_unannounced(view.key, run.ctx.claim_token)).values()
         fetched, errors = fetch_owned(run, inbox, sftp, [entry for entry in owned if entry.is_open])
         for item in fetched:
@@ -174,12 +179,13 @@ def run_checks(run: InboundRun, fetched: FetchedFile, version: dict[str, Any], *
     return store.record_checks(run.engine, version["id"], passed=report.passed, summary=summary, row_count=report.rows)
 
 
-def journal_rejections(run: InboundRun, result: PollResult) -> None:
-    """A poll refused files by their listing alone (unsafe name, no catalog kind): journal them now."""
+def journal_rejections(run: InboundRun, rejections: list[Rejected]) -> None:
+    """Files refused by their listing alone (unsafe name, no catalog kind), by a poll or by the move a
+    killed run left and this run finished: journal them now."""
     from include.exchange.journal import JournalEvent, record
 
     events = []
-    for rejected in result.rejected:
+    for rejected in rejections:
         common = dict(use_case=USE_CASE, partner_key=run.partner.key, file_name=rejected.file_name,
                       remote_path=rejected.remote_path, subject_key=rejected_subject(rejected.entry_id),
                       run_id=run.ctx.run_id, ledger_entry_id=rejected.entry_id)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from include.intake.claims import claim_token
 
 if TYPE_CHECKING:  # pragma: no cover
-    from include.intake import FetchedFile, LedgerEntry, PartnerInbox, PollResult
+    from include.intake import FetchedFile, LedgerEntry, PartnerInbox, PollResult, ResumeReport
     from include.intake.ledger import Ledger
     from include.partners import Partner
 
@@ -148,13 +148,17 @@ def poll_interval(run: InboundRun) -> float:
 
 def poll_until_ready(run: InboundRun, inbox: PartnerInbox, *, polls: int | None = None,
                      on_poll: Callable[[PollResult], None] | None = None,
+                     on_resume: Callable[[ResumeReport], None] | None = None,
                      sleep: Callable[[float], None] = time.sleep) -> None:
     """Finish what a crashed run left, then poll until nothing is still being written or polls run out.
 
     Each poll is one listing; the ledger keeps the observations, so "stable for N polls" holds across
-    task runs too. ``on_poll`` sees every :class:`PollResult` (a use case posts its rejections from it).
+    task runs too. ``on_poll`` sees every :class:`PollResult` (a use case journals its rejections from
+    it), ``on_resume`` what finishing the crashed run's moves did (rejections whose move a kill cut off).
     """
     resumed = inbox.resume_unfinished()
+    if on_resume is not None:
+        on_resume(resumed)
     if resumed.completed_moves or resumed.reclaimed:
         log.info("%s: finished %d interrupted move(s), took over %d stale claim(s)", run.partner.key,
                  len(resumed.completed_moves), len(resumed.reclaimed))

@@ -169,6 +169,11 @@ def _entry_id(item: Any) -> int:
     return int(entry_id)
 
 
+def move_target(folder: str, file_name: str, sha256: str | None = None) -> str:
+    """Where a file moves in ``folder`` (archive or quarantine): its safe name + a unique suffix."""
+    return target_path(folder, safe_local_name(file_name, max_len=180), unique_suffix(sha256, datetime.now(timezone.utc)))
+
+
 class PartnerInbox:
     """The intake of one partner's inbound folder, over one SFTP session.
 
@@ -354,15 +359,21 @@ class PartnerInbox:
 
     def _reject(self, remote: RemoteEntry, reason: str, *, addressable: bool,
                 companions: list[str] | None = None) -> Rejected | None:
+        # The entry and its quarantine are recorded in one statement: a run killed right after it leaves
+        # a pending move (finished by the next run's resume_unfinished), never an open 'ready' entry.
+        target = move_target(self.folders.quarantine, remote.name) if addressable else None
         entry = self.ledger.register_rejected(self.partner.key, remote.path, remote.name, remote.size,
-                                              remote.mtime, reason, self.claimed_by)
+                                              remote.mtime, reason, self.claimed_by, final_path=target,
+                                              companions=companions or ())
         if entry is None:
             return None
-        if companions:
-            entry = self.ledger.set_companions(entry.id, companions)
+        if target is None:
+            log.warning("partner %s: %s left in place and recorded as quarantined: %s",
+                        self.partner.key, entry.file_name, reason)
+            return Rejected(entry.id, remote.path, remote.name, reason, None)
         # The listed path, not the stored one: the ledger keeps undecodable bytes escaped.
-        final_path = self._quarantine_entry(entry, reason, movable=addressable, source_path=remote.path)
-        return Rejected(entry.id, remote.path, remote.name, reason, final_path)
+        self._execute_move(entry, remote.path)
+        return Rejected(entry.id, remote.path, remote.name, reason, self.ledger.mark_moved(entry.id).final_path)
 
     # ---- fetch ---------------------------------------------------------------------------------
     def fetch(self, item: Any, *, timeout: float | None = None) -> FetchedFile:
@@ -840,8 +851,7 @@ class PartnerInbox:
                 return entry.final_path  # already done
             raise LedgerStateError(f"entry {entry.id} is already {entry.status}")
         if entry.final_path is None:
-            suffix = unique_suffix(entry.sha256, datetime.now(timezone.utc))
-            final_path = target_path(folder, safe_local_name(entry.file_name, max_len=180), suffix)
+            final_path = move_target(folder, entry.file_name, entry.sha256)
             entry = self.ledger.record_move_intent(entry.id, target_status=target_status, final_path=final_path,
                                                    reason=reason)
         self._execute_move(entry, source_path)

@@ -594,13 +594,19 @@ class Ledger:
         return result.rowcount == 1
 
     def register_rejected(self, partner_key: str, remote_path: str, file_name: str, size: int | None,
-                          mtime: int | None, reason: str, claimed_by: str) -> LedgerEntry | None:
-        """Insert a claimed entry for a file judged bad from its listing (unsafe name, unknown type).
+                          mtime: int | None, reason: str, claimed_by: str, *, final_path: str | None = None,
+                          companions: Sequence[str] = ()) -> LedgerEntry | None:
+        """Insert a claimed entry for a file judged bad from its listing (unsafe name, unknown type),
+        together with its quarantine in ONE statement: the move to ``final_path`` as an intent (a run
+        killed before the rename leaves a pending move that :meth:`pending_moves` hands to the next
+        run), or, without a ``final_path`` (the name cannot be addressed), closed as quarantined in place.
 
         Returns None when an open entry for the path already exists (being handled) or when the same
         unmovable entry (same path, size and mtime) was already closed as quarantined.
         """
         now = utcnow()
+        quarantine = dict(status=QUARANTINED, target_status=QUARANTINED, final_path=final_path,
+                          closed_at=None if final_path else now)
         with self.engine.begin() as conn:
             previous = conn.execute(
                 select(intake_files.c.id).where(
@@ -618,9 +624,10 @@ class Ledger:
                     new_id = conn.execute(
                         insert(intake_files).values(
                             partner_key=partner_key, remote_path=db_text(remote_path),
-                            file_name=db_text(file_name), size=size, mtime=mtime, status=READY,
-                            stable_count=0, companions=[], error=db_message(reason), claimed_by=claimed_by,
+                            file_name=db_text(file_name), size=size, mtime=mtime, stable_count=0,
+                            companions=list(companions), error=db_message(reason), claimed_by=claimed_by,
                             claimed_at=now, ready_at=now, first_seen_at=now, last_seen_at=now, updated_at=now,
+                            **quarantine,
                         ).returning(intake_files.c.id)
                     ).scalar_one()
             except IntegrityError:
@@ -631,8 +638,8 @@ class Ledger:
                     return None
                 result = conn.execute(
                     update(intake_files).where(and_(intake_files.c.id == entry.id, intake_files.c.status == SEEN))
-                    .values(status=READY, claimed_by=claimed_by, claimed_at=now, ready_at=now,
-                            error=db_message(reason), updated_at=now)
+                    .values(claimed_by=claimed_by, claimed_at=now, ready_at=now, companions=list(companions),
+                            error=db_message(reason), updated_at=now, **quarantine)
                 )
                 if result.rowcount != 1:
                     return None

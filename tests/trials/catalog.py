@@ -63,8 +63,7 @@ def _price_list(tag: str, prices: list[str]) -> bytes:
 def workload(seed: int, tag: str, *, stray: bool = True) -> list[CatalogFile]:
     """A good price list (archived, a diff item), a bad one and a stray file (quarantined, a case each).
 
-    ``stray=False`` leaves the stray file out: a kill right after the listing refused it leaves an entry
-    the retry cannot finish (see :data:`REFUSED_ENTRY_BUG`)."""
+    ``stray=False`` leaves the stray file out."""
     stem = f"{tag}{seed}"
     files = [
         CatalogFile(f"price_list_{stem}_good.csv", _price_list(stem, ["10.00", "4.50", "7.25"]), "archive",
@@ -77,12 +76,11 @@ def workload(seed: int, tag: str, *, stray: bool = True) -> list[CatalogFile]:
     return files if stray else files[:2]
 
 
-#: Found by these trials (not fixed here: include/intake and include/catalog are not this helper's).
-REFUSED_ENTRY_BUG = (
-    "a run killed between Ledger.register_rejected (a refused file's entry inserted 'ready', claimed, "
-    "doc_type None) and its quarantine move intent leaves an open 'ready' entry; the retry's poll sees the "
-    "path busy and does not refuse it again, the retry fetches it and catalog's check_file fails with "
-    "KeyError: None on every retry after (document_delivery checks it and opens a check_error case)")
+#: Found by these trials, fixed in include/intake: a run killed between inserting a refused file's
+#: entry ('ready') and recording its quarantine left an open entry that every retry fetched (catalog
+#: failed with KeyError: None). The entry and its quarantine intent are now one statement
+#: (Ledger.register_rejected(final_path=...)); the next run's resume finishes the move and journals it.
+REFUSED_ENTRY_BUG = "fixed: Ledger.register_rejected records the entry and its quarantine intent in one statement"
 
 
 def drop_catalog_files(env: DeliveryEnv, files: list[CatalogFile]) -> None:

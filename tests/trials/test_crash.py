@@ -149,8 +149,7 @@ def test_killed_catalog_run_recovers_and_keeps_every_promise(crash_setup, catalo
     horizon, options = catalog_setup
     delay = kill_delay(seed, horizon, CATALOG_TRIALS)
     with trial_env(tmp_path, sshd_server, tg_sandbox, name=f"catalog{seed}", **options) as env:
-        # Without the stray file: its refusal has a kill window the retry cannot recover (the xfail below).
-        trial = run_catalog_trial(env, seed, crash_setup[1], kill_after=delay, stray=False)
+        trial = run_catalog_trial(env, seed, crash_setup[1], kill_after=delay)
     assert trial.problems == [], f"seed {seed}, killed after {delay:.3f} s ({trial.stage}), state {trial.at_kill}"
 
 
@@ -158,6 +157,7 @@ def _refused_then_killed(env, tag: str):
     """The stray file's entry as the poll registers it when it refuses the file, and nothing after (the kill)."""
     from include.catalog.intake import catalog_partner
     from include.db import get_engine
+    from include.intake.inbox import move_target
     from include.intake.ledger import Ledger
     from include.partners import load_registry
     from tests.trials import catalog
@@ -171,13 +171,10 @@ def _refused_then_killed(env, tag: str):
     ctx = env.context("scheduled__refused")
     Ledger(get_engine(env.ctx.db_url), create_schema=False).register_rejected(
         view.key, f"{view.folders.inbound}/{stray.name}", stray.name, local.stat().st_size, int(local.stat().st_mtime),
-        "no catalog kind matches", ctx.claim_token)
+        "no catalog kind matches", ctx.claim_token, final_path=move_target(view.folders.quarantine, stray.name))
     return files, ctx
 
 
-@pytest.mark.xfail(strict=True, reason="found by the crash trials, not fixed here: a refused file's entry "
-                                       "left 'ready' by a kill is fetched and checked by the retry "
-                                       "(tests/trials/catalog.py REFUSED_ENTRY_BUG)")
 def test_catalog_run_killed_right_after_refusing_a_file_recovers(crash_setup, catalog_setup, sshd_server, tg_sandbox,
                                                                  tmp_path):
     from tests.trials.catalog import catalog_problems, sync_catalog
