@@ -44,7 +44,7 @@ from include.exchange.sent_files import (OutboundError, OverdueSend, SentFile, f
                                          pending_sends, record_pickups, record_sent, sent_files, set_sent_item)
 from include.intake.errors import FileChangedError, TransferError, TransferTimeout
 from include.intake.fetch import (DEFAULT_MAX_REQUESTS, DEFAULT_REQUEST_SIZE, DEFAULT_STALL_TIMEOUT, _pipelined_copy,
-                                  _Responses, time_bound, tune_session)
+                                  _Responses, drop_session, time_bound, tune_session)
 from include.intake.links import folder_problems, partner_tree
 from include.intake.listing import list_folder
 from include.intake.names import DONE_SUFFIX, MANIFEST_SUFFIX, is_temporary_name, unsafe_name_reason
@@ -183,10 +183,7 @@ class _Session:
 
     def drop(self) -> None:
         """After a timeout the channel may carry unanswered requests: it must not be used again."""
-        try:
-            self.channel.get_transport().close()
-        except Exception:
-            pass
+        drop_session(self.sftp)
 
 
 def _lstat(session: _Session, path: str):
